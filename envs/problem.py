@@ -1,0 +1,33 @@
+"""The one problem type every source (benchmarks, SyntheticBugs, user JSONL) returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sandbox.types import TestCase
+
+
+@dataclass
+class Problem:
+    """A programming problem with trusted tests.
+
+    `prompt` is what a model sees (HumanEval: the signature + docstring; MBPP: the
+    task text plus one example assert). A candidate program is a whole module that
+    defines `entry_point`; `setup_code` (imports, helper definitions from the
+    benchmark) is prepended to it before execution.
+    """
+
+    task_id: str
+    prompt: str
+    entry_point: str
+    tests: list[TestCase]
+    source: str = "custom"  # humaneval | mbpp | mbpp_sanitized | humaneval+ | mbpp+ | synthetic | custom
+    reference: str | None = None  # a whole program that passes all tests
+    plus_tests: list[TestCase] = field(default_factory=list)  # EvalPlus extra tests
+    setup_code: str = ""
+    completion_prefix: str = ""  # human-eval style: program = completion_prefix + completion
+    metadata: dict = field(default_factory=dict)
+
+    def program(self, code: str) -> str:
+        """The module that is executed for a candidate's whole-program `code`."""
+        return f"{self.setup_code}\n{code}" if self.setup_code else code
