@@ -1,0 +1,66 @@
+"""`actorlearner pipeline|sft|train|sweep`: run the stages of a config."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML run config (see configs/)")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="overrides such as train.iterations=4")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and resource plan")]
+Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="continue an interrupted run")]
+
+
+def _load(config: str, overrides: list[str] | None):
+    from actorlearner.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _dry_run(cfg) -> None:
+    from actorlearner.config import ConfigError, to_yaml
+    from actorlearner.pipeline.plan import make_plan
+
+    try:
+        plan = make_plan(cfg)
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(to_yaml(cfg))
+    typer.echo("# resource plan\n" + plan.describe(cfg))
+    typer.echo(f"# stages: {' -> '.join(cfg.stages)}; output: {cfg.run_dir}")
+
+
+def _run(cfg, stages: list[str] | None, resume: bool) -> None:
+    from actorlearner.config import ConfigError
+    from actorlearner.pipeline.run import run_pipeline
+
+    try:
+        run_pipeline(cfg, stages=stages, resume=resume)
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def pipeline(config: ConfigOpt, overrides: Overrides = None, dry_run: DryRun = False, resume: Resume = True):
+        """Run collect -> sft -> train (PPO) -> evaluate as the config says."""
+        cfg = _load(config, overrides)
+        _dry_run(cfg) if dry_run else _run(cfg, None, resume)
+
+    def _stage_command(stage: str, doc: str) -> None:
+        def command(config: ConfigOpt, overrides: Overrides = None, dry_run: DryRun = False, resume: Resume = True):
+            cfg = _load(config, overrides)
+            _dry_run(cfg) if dry_run else _run(cfg, [stage], resume)
+
+        command.__doc__ = doc
+        app.command(name=stage)(command)
+
+    _stage_command("sft", "Supervised warm-start on collected explain-then-refine data.")
+    _stage_command("train", "PPO with Ray rollout actors and a DeepSpeed learner.")
