@@ -1,0 +1,72 @@
+"""Run reports: summary.json, the printed table, and depth.png (pass@1 vs refinement round)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# results[model_stage][benchmark] = {"pass@1": [round0, round1, ...], "pass@10": [...],
+#                                    "refine_success": [...], "num_tasks": n, ...}
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def print_table(results: Results) -> str:
+    """Render the per-stage, per-round table with rich and return it as text too."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rounds = max((len(m["pass@1"]) for s in results.values() for m in s.values()), default=0)
+    table = Table(title="pass@1 per refinement round (refinement success rate in brackets)")
+    table.add_column("benchmark")
+    table.add_column("stage")
+    for r in range(rounds):
+        table.add_column(f"round {r}", justify="right")
+    for bench in sorted({b for s in results.values() for b in s}):
+        for stage, per_bench in results.items():
+            if bench not in per_bench:
+                continue
+            m = per_bench[bench]
+            cells = []
+            for r, p in enumerate(m["pass@1"]):
+                succ = m.get("refine_success", [])
+                extra = f" [{succ[r]:.0%}]" if r > 0 and r < len(succ) else ""
+                cells.append(f"{p:.1%}{extra}")
+            table.add_row(bench, stage, *cells)
+    console = Console(record=True, width=120)
+    console.print(table)
+    return console.export_text()
+
+
+def plot_depth(results: Results, path: Path) -> None:
+    """depth.png: one panel per benchmark, pass@1 against refinement round, a line per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = sorted({b for s in results.values() for b in s})
+    if not benches:
+        return
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 3.6), squeeze=False)
+    for ax, bench in zip(axes[0], benches, strict=True):
+        for stage, per_bench in results.items():
+            if bench in per_bench:
+                ys = [100 * p for p in per_bench[bench]["pass@1"]]
+                ax.plot(range(len(ys)), ys, marker="o", label=stage)
+        ax.set_title(bench)
+        ax.set_xlabel("refinement round")
+        ax.set_ylabel("pass@1 (%)")
+        ax.set_xticks(range(max(len(s[bench]["pass@1"]) for s in results.values() if bench in s)))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
