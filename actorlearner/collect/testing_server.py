@@ -6,7 +6,8 @@ JSON script instead of a model:
 
     {"rules": [{"match": "def add(", "replies": ["...", "..."]}], "default": ["..."]}
 
-The first rule whose `match` occurs in the last user message answers; choice i of a
+The first rule whose `match` (a string, or a list of strings that must all occur)
+occurs in the last user message answers; choice i of a
 request with seed s is `replies[(s + i) % len(replies)]`, so answers are stateless
 and reproducible. Run: `python -m actorlearner.collect.testing_server --script S.json`.
 """
@@ -27,13 +28,18 @@ from pathlib import Path
 
 class ScriptedReplies:
     def __init__(self, script: dict):
-        self.rules = [(r["match"], list(r["replies"])) for r in script.get("rules", [])]
+        self.rules = [(_as_list(r["match"]), list(r["replies"])) for r in script.get("rules", [])]
         self.default = list(script.get("default", ["I cannot help with that."]))
 
     def answer(self, messages: list[dict], n: int, seed: int) -> list[str]:
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        replies = next((r for match, r in self.rules if match in last_user), self.default)
+        hit = (r for match, r in self.rules if all(m in last_user for m in match))
+        replies = next(hit, self.default)
         return [replies[(seed + i) % len(replies)] for i in range(n)]
+
+
+def _as_list(match: str | list[str]) -> list[str]:
+    return [match] if isinstance(match, str) else list(match)
 
 
 class _State:
