@@ -1,0 +1,73 @@
+"""The driver: one process that runs the stages of a config and writes runs/<name>/."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from actorlearner.config import ConfigError, RunConfig, to_yaml
+from actorlearner.pipeline.plan import check_fits, make_plan
+from actorlearner.pipeline.report import write_json_atomic
+from actorlearner.pipeline.state import RunState
+
+log = logging.getLogger("actorlearner")
+
+
+def resolve_model_path(path: str) -> str:
+    """"base" means the shipped base model; anything else is a local path or a hub name."""
+    if path == "base":
+        from actorlearner.base_model import BASE_MODEL_DIR
+
+        return str(BASE_MODEL_DIR)
+    return path
+
+
+def init_ray(cfg: RunConfig):
+    """Join the cluster of `ray job submit` / `ray start`, or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        try:  # a cluster started on this machine with `ray start`
+            ray.init(address="auto", runtime_env=env)
+        except (ConnectionError, RuntimeError):
+            ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, runtime_env=env)
+    return ray
+
+
+def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool = True) -> dict:
+    """Run `stages` (default: the config's) in order; finished stages are skipped on resume."""
+    from actorlearner.pipeline import stages as stage_impl
+
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    plan = make_plan(cfg)
+    ray = init_ray(cfg)
+    check_fits(plan, ray.cluster_resources())
+    state = RunState(run_dir)
+    timings: dict[str, float] = json.loads((run_dir / "timings.json").read_text()) if (
+        run_dir / "timings.json"
+    ).exists() else {}
+    for stage in stages or cfg.stages:
+        if resume and state.done(stage) and stages is None:
+            log.info("stage %s already done; skipping (use --no-resume to redo)", stage)
+            continue
+        fn = getattr(stage_impl, f"run_{stage}", None)
+        if fn is None:
+            raise ConfigError(f"unknown stage {stage!r}")
+        start = time.perf_counter()
+        outputs = fn(cfg, state)
+        timings[stage] = round(time.perf_counter() - start, 1)
+        state.mark_done(stage, outputs)
+        write_json_atomic(run_dir / "timings.json", timings)
+    summary_path = Path(run_dir / "summary.json")
+    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
