@@ -89,7 +89,7 @@ class LearnerSettings:
     num_ranks: int = 1
     num_cpus_per_rank: float = 1.0
     num_gpus_per_rank: float = 0.0
-    deepspeed_config: str = "configs/deepspeed/zero0_cpu.json"
+    deepspeed_config: str = "configs/deepspeed/zero0.json"
 
 
 @dataclass
