@@ -26,7 +26,9 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
 
 
 @dataclass
@@ -53,7 +55,9 @@ class TeacherSettings:
 
 @dataclass
 class CollectSettings:
-    refiner: str = "reference"  # reference (verified references of synthetic problems) | policy | teacher
+    refiner: str = (
+        "reference"  # reference (verified references of synthetic problems) | policy | teacher
+    )
     samples_per_problem: int = 4  # initial solutions per benchmark problem
     refinements_per_wrong: int = 2  # K explanation+refinement replies per wrong solution
     sample_temperature: float = 1.0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML run config (see configs/)")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="overrides such as train.iterations=4")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and resource plan")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="print the resolved config and resource plan")
+]
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="continue an interrupted run")]
 
 
@@ -49,13 +52,23 @@ def _run(cfg, stages: list[str] | None, resume: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def pipeline(config: ConfigOpt, overrides: Overrides = None, dry_run: DryRun = False, resume: Resume = True):
+    def pipeline(
+        config: ConfigOpt,
+        overrides: Overrides = None,
+        dry_run: DryRun = False,
+        resume: Resume = True,
+    ):
         """Run collect -> sft -> train (PPO) -> evaluate as the config says."""
         cfg = _load(config, overrides)
         _dry_run(cfg) if dry_run else _run(cfg, None, resume)
 
     def _stage_command(stage: str, doc: str) -> None:
-        def command(config: ConfigOpt, overrides: Overrides = None, dry_run: DryRun = False, resume: Resume = True):
+        def command(
+            config: ConfigOpt,
+            overrides: Overrides = None,
+            dry_run: DryRun = False,
+            resume: Resume = True,
+        ):
             cfg = _load(config, overrides)
             _dry_run(cfg) if dry_run else _run(cfg, [stage], resume)
 
@@ -64,3 +77,29 @@ def register(app: typer.Typer) -> None:
 
     _stage_command("sft", "Supervised warm-start on collected explain-then-refine data.")
     _stage_command("train", "PPO with Ray rollout actors and a DeepSpeed learner.")
+    register_sweep(app)
+
+
+def register_sweep(app: typer.Typer) -> None:
+    @app.command()
+    def sweep(
+        config: ConfigOpt,
+        param: Annotated[list[str], typer.Option("--param", "-p", help="key=v1,v2 (repeatable)")],
+        overrides: Overrides = None,
+        name: Annotated[str, typer.Option(help="sweep name (runs/<name>/...)")] = "sweep",
+    ):
+        """Grid sweep with Ray Tune (reward weights, refinement depth, learning rate, ...)."""
+        import json
+
+        from actorlearner.config import ConfigError
+        from actorlearner.pipeline.sweep import results_table, run_sweep
+
+        try:
+            results = run_sweep(config, param, overrides or [], name)
+        except ConfigError as exc:
+            typer.secho(f"config error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
+        out = Path("runs") / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
+        (out / "sweep.txt").write_text(results_table(results))

@@ -43,13 +43,17 @@ class ResourcePlan:
 def make_plan(cfg: RunConfig) -> ResourcePlan:
     r, lr = cfg.rollout, cfg.learner
     if r.engine == "vllm" and r.num_gpus_per_actor <= 0:
-        raise ConfigError("rollout.engine=vllm needs rollout.num_gpus_per_actor > 0 (vLLM runs on GPUs)")
+        raise ConfigError(
+            "rollout.engine=vllm needs rollout.num_gpus_per_actor > 0 (vLLM runs on GPUs)"
+        )
     for name, value in (
         ("rollout.num_gpus_per_actor", r.num_gpus_per_actor),
         ("learner.num_gpus_per_rank", lr.num_gpus_per_rank),
     ):
         if value > 1 and not float(value).is_integer():
-            raise ConfigError(f"{name}={value}: fractional GPU shares above 1 are impossible; use a whole number")
+            raise ConfigError(
+                f"{name}={value}: fractional GPU shares above 1 are impossible; use a whole number"
+            )
     return ResourcePlan(
         rollout_cpus=r.num_actors * r.num_cpus_per_actor,
         rollout_gpus=r.num_actors * r.num_gpus_per_actor,

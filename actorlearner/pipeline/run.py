@@ -17,7 +17,7 @@ log = logging.getLogger("actorlearner")
 
 
 def resolve_model_path(path: str) -> str:
-    """"base" means the shipped base model; anything else is a local path or a hub name."""
+    """ "base" means the shipped base model; anything else is a local path or a hub name."""
     if path == "base":
         from actorlearner.base_model import BASE_MODEL_DIR
 
@@ -54,9 +54,11 @@ def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool =
     ray = init_ray(cfg)
     check_fits(plan, ray.cluster_resources())
     state = RunState(run_dir)
-    timings: dict[str, float] = json.loads((run_dir / "timings.json").read_text()) if (
-        run_dir / "timings.json"
-    ).exists() else {}
+    timings: dict[str, float] = (
+        json.loads((run_dir / "timings.json").read_text())
+        if (run_dir / "timings.json").exists()
+        else {}
+    )
     for stage in stages or cfg.stages:
         if resume and state.done(stage) and stages is None:
             log.info("stage %s already done; skipping (use --no-resume to redo)", stage)

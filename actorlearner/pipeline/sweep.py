@@ -1,0 +1,111 @@
+"""`actorlearner sweep`: Ray Tune grid over config overrides; each trial is a whole run."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actorlearner.config import ConfigError, load_config
+
+
+@dataclass
+class SweepResult:
+    overrides: dict[str, str]
+    metrics: dict[str, float]
+
+
+def parse_grid(params: list[str]) -> dict[str, list[str]]:
+    """`["train.kl_coef=0.01,0.05", "train.max_turns=1,2"]` -> {key: [values]}."""
+    grid: dict[str, list[str]] = {}
+    for p in params:
+        key, sep, values = p.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"sweep parameter {p!r} must look like key.sub=v1,v2")
+        grid[key] = values.split(",")
+    return grid
+
+
+def trial_overrides(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Flatten summary.json's last stage into `bench/pass@1@rR` numbers for the table."""
+    results = summary.get("results", {})
+    if not results:
+        return {}
+    stage = list(results)[-1]
+    out: dict[str, float] = {}
+    for bench, m in results[stage].items():
+        out[f"{bench}/pass@1@r0"] = m["pass@1"][0]
+        out[f"{bench}/pass@1@r{len(m['pass@1']) - 1}"] = m["pass@1"][-1]
+    train = summary.get("train", {})
+    if "reward_last" in train:
+        out["train/reward_last"] = train["reward_last"]
+    return out
+
+
+def _trial(config_path: str, base_overrides: list[str], sweep_name: str, params: dict[str, str]):
+    from ray import tune
+
+    from actorlearner.pipeline.run import run_pipeline
+
+    tag = "-".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
+    overrides = base_overrides + [f"{k}={v}" for k, v in params.items()]
+    overrides.append(f"name={sweep_name}/{tag}")
+    cfg = load_config(config_path, overrides)
+    summary = run_pipeline(cfg)
+    tune.report(headline_metrics(summary) or {"done": 1.0})
+
+
+def run_sweep(
+    config_path: str, params: list[str], base_overrides: list[str], name: str
+) -> list[SweepResult]:
+    """Run every grid point as a Tune trial (one at a time: each trial owns the cluster)."""
+    import ray
+    from ray import tune
+
+    grid = parse_grid(params)
+    load_config(config_path, base_overrides + [f"{k}={v[0]}" for k, v in grid.items()])  # fail fast
+    if not ray.is_initialized():
+        ray.init(num_cpus=None, include_dashboard=False)
+
+    def trainable(tune_cfg: dict[str, Any]) -> None:
+        _trial(config_path, base_overrides, name, tune_cfg["overrides"])
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 0}),  # nested actors take the cores
+        param_space={"overrides": tune.grid_search(trial_overrides(grid))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(name=name, storage_path=str(Path("runs").resolve() / "tune")),
+    )
+    results = tuner.fit()
+    out = []
+    for r in results:
+        if r.error:
+            raise RuntimeError(f"sweep trial {r.config['overrides']} failed: {r.error}")
+        metrics = {k: float(v) for k, v in (r.metrics or {}).items() if "/" in k}
+        out.append(SweepResult(r.config["overrides"], metrics))
+    return out
+
+
+def results_table(results: list[SweepResult]) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = sorted({k for r in results for k in r.overrides})
+    metric_keys = sorted({k for r in results for k in r.metrics})
+    table = Table(title="sweep results")
+    for k in keys + metric_keys:
+        table.add_column(k)
+    for r in results:
+        table.add_row(
+            *[r.overrides.get(k, "") for k in keys],
+            *[f"{r.metrics.get(k, float('nan')):.3f}" for k in metric_keys],
+        )
+    console = Console(record=True, width=160)
+    console.print(table)
+    return console.export_text()
