@@ -1,0 +1,136 @@
+"""`CollectConfig`: everything that decides what `actorlearner collect` produces."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from actorlearner.teacher import TeacherConfig
+
+MODELS = ("policy", "teacher")
+REFINERS = ("reference", "policy", "teacher")
+
+
+@dataclass
+class CollectConfig:
+    problems: list[str] = field(default_factory=lambda: ["mbpp:train"])  # specs or JSONL paths
+    out: str = "runs/collect"
+    max_problems: int = 0  # per source; 0 = all
+    problem_limits: dict[str, int] = field(
+        default_factory=dict
+    )  # spec -> cap (overrides max_problems)
+    source_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec -> loader kwargs
+    seed: int = 0
+
+    # Step 1: initial solutions (paper: 20 samples at T=1.0, 3-shot with MBPP prompts 2-4).
+    sampler: str = "policy"  # policy | teacher
+    samples_per_problem: int = 20
+    sample_temperature: float = 1.0
+    sample_max_tokens: int = 512
+    few_shot_source: str = "mbpp:prompt"
+    few_shot_ids: list[str] = field(default_factory=lambda: ["2", "3", "4"])  # task ids ending so
+    sample_given: bool = False  # also sample when a problem carries its own buggy program
+
+    # Step 3: explanation + refinement replies (paper: K=10 at T=0.8).
+    refiner: str = "teacher"  # reference (given references only) | policy | teacher
+    refinements_per_wrong: int = 10
+    refine_temperature: float = 0.8
+    refine_max_tokens: int = 768
+
+    # Models.
+    policy: str = ""  # local path (or hub name) of the policy, for sampler/refiner=policy
+    engine: str = "hf"
+    dtype: str = "auto"
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    # Execution and data.
+    timeout_s: float = 4.0  # per program, all its tests together
+    pool_min_references: int = 1  # a wrong solution enters pool.jsonl with at least this many fixes
+    require_explanation: bool = True  # SFT keeps only verified replies that explain
+
+    # Scale.
+    num_workers: int = 2  # Ray actors; 0 = run in this process (debugging)
+    cpus_per_worker: float = 1.0
+    ray_address: str = ""  # "" = start (or join) a local cluster
+    num_cpus: int = 0  # CPUs of a local cluster started here; 0 = all cores
+
+    def validate(self) -> None:
+        if self.sampler not in MODELS:
+            raise ValueError(f"sampler={self.sampler!r} must be one of {MODELS}")
+        if self.refiner not in REFINERS:
+            raise ValueError(f"refiner={self.refiner!r} must be one of {REFINERS}")
+        uses_policy = self.refiner == "policy" or (
+            self.sampler == "policy" and self.samples_per_problem > 0
+        )
+        if uses_policy and not self.policy:
+            raise ValueError("sampler/refiner 'policy' needs --policy PATH (a model directory)")
+        uses_teacher = self.refiner == "teacher" or (
+            self.sampler == "teacher" and self.samples_per_problem > 0
+        )
+        if uses_teacher and not self.teacher.base_url:
+            raise ValueError(
+                "sampler/refiner 'teacher' needs --teacher-url (an OpenAI-compatible /v1 URL)"
+            )
+        if not self.problems:
+            raise ValueError(
+                "no problem sources given; pass --problems mbpp:train (or a JSONL path)"
+            )
+        for name in ("samples_per_problem", "refinements_per_wrong", "max_problems", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def limit_for(self, spec: str) -> int:
+        return self.problem_limits.get(spec, self.max_problems)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change the data (not where or how fast it is made)."""
+        d = dataclasses.asdict(self)
+        for key in ("out", "num_workers", "cpus_per_worker", "ray_address", "num_cpus"):
+            d.pop(key)
+        for key in (
+            "timeout_s",
+            "max_retries",
+            "backoff_s",
+            "backoff_max_s",
+            "concurrency",
+            "api_key_env",
+        ):
+            d["teacher"].pop(key)
+        return d
+
+    def run_id(self) -> str:
+        blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def from_run_config(run: Any, out: str) -> CollectConfig:
+    """Map the project's run config (`actorlearner.config.RunConfig`) onto a CollectConfig."""
+    c = run.collect
+    teacher = TeacherConfig(
+        base_url=c.teacher.url, model=c.teacher.model, api_key_env=c.teacher.api_key_env
+    )
+    limit = run.data.max_problems_per_source
+    return CollectConfig(
+        problems=list(run.data.train),
+        out=out,
+        max_problems=limit,
+        problem_limits={
+            s: run.data.num_synthetic_train for s in run.data.train if s.startswith("synthetic")
+        },
+        seed=run.seed,
+        sampler="policy",
+        samples_per_problem=c.samples_per_problem,
+        sample_temperature=c.sample_temperature,
+        sample_max_tokens=c.max_new_tokens,
+        refiner=c.refiner,
+        refinements_per_wrong=c.refinements_per_wrong,
+        refine_temperature=c.refine_temperature,
+        refine_max_tokens=c.max_new_tokens,
+        policy=run.model.path,
+        engine=run.rollout.engine,
+        teacher=teacher,
+        num_workers=max(1, min(2, run.ray.num_cpus or 2)),
+    )

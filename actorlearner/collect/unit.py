@@ -1,0 +1,174 @@
+"""One unit of work: every step of the pipeline for one problem.
+
+sample N solutions -> dedup -> execute -> for each wrong one, K explain+refine
+replies (+ given references) -> dedup -> execute -> a JSON-able unit record.
+The record holds everything the datasets are later assembled from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from actorlearner.collect import prompts
+from actorlearner.collect.config import CollectConfig
+from actorlearner.collect.dedup import normalize_code, normalize_text, unique
+from actorlearner.collect.generators import ChatModel
+from actorlearner.teacher import ChatRequest
+from envs.problem import Problem
+from sandbox.types import Verdict
+
+RunCodes = Callable[[Problem, list[str]], list[Verdict]]
+
+
+def unit_seed(seed: int, unit_id: str, stage: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{unit_id}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class Models:
+    sampler: ChatModel | None  # None: no sampling (problems with given programs only)
+    refiner: ChatModel | None  # None: references only
+
+
+def _verdict_summary(v: Verdict) -> dict:
+    return {"status": v.status, "passed": v.passed, "pass_rate": round(v.pass_rate, 4)}
+
+
+def _initial_solutions(problem: Problem, cfg: CollectConfig, models: Models, shots, uid: str):
+    """(origin, code) pairs: the problem's own buggy program and/or model samples."""
+    given = problem.metadata.get("initial_code")
+    out = [("given", given)] if given else []
+    want = cfg.samples_per_problem if (not given or cfg.sample_given) else 0
+    if want and models.sampler is not None:
+        req = ChatRequest(
+            prompts.few_shot_messages(problem, shots),
+            n=want,
+            temperature=cfg.sample_temperature,
+            max_tokens=cfg.sample_max_tokens,
+            seed=unit_seed(cfg.seed, uid, "sample"),
+        )
+        texts = models.sampler.complete([req])[0]
+        out += [("sampled", prompts.extract_code(t, problem)) for t in texts]
+    return out
+
+
+def _references(problem: Problem) -> list[str]:
+    fixes = problem.metadata.get("reference_fixes") or []
+    expls = problem.metadata.get("reference_explanations") or []
+    return [prompts.format_reply(e, f) for e, f in zip(expls, fixes, strict=False)]
+
+
+def _attempt(text: str, by: str, problem: Problem) -> dict:
+    parsed = prompts.parse_reply(text, problem)
+    code = parsed.code if parsed.has_code else None
+    return {
+        "by": by,
+        "raw": text,
+        "explanation": parsed.explanation,
+        "code": code,
+        "reply": prompts.format_reply(parsed.explanation, code) if code else text,
+    }
+
+
+def collect_problem(
+    problem: Problem,
+    spec: str,
+    uid: str,
+    cfg: CollectConfig,
+    models: Models,
+    run_codes: RunCodes,
+    shots,
+) -> dict:
+    """Run steps 1-4 for one problem and return its unit record."""
+    t0 = time.perf_counter()
+    drawn = _initial_solutions(problem, cfg, models, shots, uid)
+    origins: dict[str, str] = {}
+    for origin, code in drawn:
+        origins.setdefault(normalize_code(code), origin)
+    uniq = unique([code for _, code in drawn])
+    verdicts = run_codes(problem, [code for code, _ in uniq])
+    t_sample = time.perf_counter()
+
+    solutions = []
+    for (code, count), v in zip(uniq, verdicts, strict=True):
+        sol = {
+            "origin": origins[normalize_code(code)],
+            "code": code,
+            "count": count,
+            **_verdict_summary(v),
+        }
+        if not v.passed:
+            sol["feedback"] = prompts.feedback(problem, v)
+            sol["messages"] = prompts.refine_messages(problem, code, sol["feedback"])
+            sol["attempts"] = []
+        solutions.append(sol)
+    wrong = [s for s in solutions if not s["passed"]]
+
+    # Step 3: replies (given references for the problem's own buggy program, plus model replies).
+    for s in wrong:
+        if s["origin"] == "given":
+            s["attempts"] += [_attempt(t, "reference", problem) for t in _references(problem)]
+    if models.refiner is not None and cfg.refinements_per_wrong and wrong:
+        seed = unit_seed(cfg.seed, uid, "refine")
+        reqs = [
+            ChatRequest(
+                s["messages"],
+                n=cfg.refinements_per_wrong,
+                temperature=cfg.refine_temperature,
+                max_tokens=cfg.refine_max_tokens,
+                seed=seed + i * cfg.refinements_per_wrong,
+            )
+            for i, s in enumerate(wrong)
+        ]
+        for s, texts in zip(wrong, models.refiner.complete(reqs), strict=True):
+            s["attempts"] += [_attempt(t, models.refiner.label, problem) for t in texts]
+    for s in wrong:
+        s["attempts"] = _dedup_attempts(s["attempts"])
+
+    # Step 4: execute every distinct refinement once.
+    codes = unique([a["code"] for s in wrong for a in s["attempts"] if a["code"]])
+    results = dict(
+        zip(
+            (normalize_code(c) for c, _ in codes),
+            run_codes(problem, [c for c, _ in codes]),
+            strict=True,
+        )
+    )
+    for s in wrong:
+        for a in s["attempts"]:
+            v = results.get(normalize_code(a["code"])) if a["code"] else None
+            a.update(
+                _verdict_summary(v)
+                if v
+                else {"status": "no_code", "passed": False, "pass_rate": 0.0}
+            )
+            a["feedback"] = prompts.feedback(problem, v) if v else prompts.TEMPLATES.no_code
+    t_end = time.perf_counter()
+    return {
+        "unit_id": uid,
+        "spec": spec,
+        "task_id": problem.task_id,
+        "source": problem.source,
+        "prompt": problem.prompt,
+        "drawn": len(drawn),
+        "solutions": solutions,
+        "timing": {"sample_s": round(t_sample - t0, 3), "refine_s": round(t_end - t_sample, 3)},
+    }
+
+
+def _dedup_attempts(attempts: list[dict]) -> list[dict]:
+    """Drop replies identical to an earlier one (same explanation words and same program)."""
+    seen, out = set(), []
+    for a in attempts:
+        key = (
+            normalize_text(a["explanation"]),
+            normalize_code(a["code"]) if a["code"] else a["raw"],
+        )
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out
