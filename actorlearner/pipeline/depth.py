@@ -1,0 +1,187 @@
+"""Refinement-depth evaluation: pass@k after each explain-and-refine round 0..R.
+
+Round 0 is the starting program (a SyntheticBugs problem's buggy code, or the model's
+own first solution to a benchmark problem); round r is after r replies. Episodes are
+played by the same `EpisodeRunner` the rollout actors use, so evaluation sees exactly
+the token layout training used.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from actorlearner.engines.base import Engine, SamplingParams
+from actorlearner.evaluation import pass_at_k
+from envs.problem import Problem
+
+
+@dataclass
+class EpisodeRecord:
+    task_id: str
+    sample: int
+    solved_at: int | None  # refinement round at which all tests passed (0 = start program)
+    replies: list[str] = field(default_factory=list)
+
+
+class _ScriptedStarts(gym.Wrapper):
+    """Each reset takes the next (task_id, initial_code) from a queue shared by the env copies."""
+
+    def __init__(self, env: gym.Env, starts: queue.Queue):
+        super().__init__(env)
+        self.starts = starts
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        task_id, code = self.starts.get_nowait()
+        return self.env.reset(seed=seed, options={"task_id": task_id, "initial_code": code})
+
+
+def initial_programs(
+    engine: Engine, tokenizer: Any, problems: Sequence[Problem], n: int, sampling: SamplingParams
+) -> dict[str, list[str]]:
+    """Starting programs per task: the problem's own buggy code, else n model samples."""
+    out: dict[str, list[str]] = {}
+    todo = []
+    for p in problems:
+        if p.metadata.get("initial_code"):
+            out[p.task_id] = [p.metadata["initial_code"]] * n
+        else:
+            todo.append(p)
+    if todo:
+        from actorlearner.collect.prompts import extract_code, few_shot_messages
+        from envs.sources import load_problems
+
+        shots = load_problems("mbpp:prompt")[1:4]  # the paper's 3-shot MBPP prompts 2-4
+        prompts = [
+            tokenizer.apply_chat_template(few_shot_messages(p, shots), add_generation_prompt=True)
+            for p in todo
+        ]
+        prompts = [list(x["input_ids"] if hasattr(x, "keys") else x) for x in prompts]
+        gens = engine.generate([ids for ids in prompts for _ in range(n)], sampling)
+        for i, p in enumerate(todo):
+            texts = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens[i * n : (i + 1) * n]]
+            out[p.task_id] = [extract_code(t, p) for t in texts]
+    return out
+
+
+def play(
+    engine: Engine,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    starts: dict[str, list[str]],
+    rounds: int,
+    sampling: SamplingParams,
+    num_envs: int = 16,
+    env_kwargs: dict | None = None,
+) -> list[EpisodeRecord]:
+    """Play one episode per (task, start program) for up to `rounds` replies."""
+    from actorlearner.rollout.runner import EpisodeRunner
+
+    records: list[EpisodeRecord] = []
+    pending: queue.Queue = queue.Queue()
+    by_task = {p.task_id: p for p in problems}
+    for task_id, programs in starts.items():
+        for code in programs:
+            pending.put((task_id, code))
+    total = pending.qsize()
+    if rounds == 0 or total == 0:
+        return records
+    envs = [
+        _ScriptedStarts(
+            gym.make("CodeRefine-v0", problems=list(by_task.values()), max_turns=rounds, **(env_kwargs or {})),
+            pending,
+        )
+        for _ in range(min(num_envs, total))
+    ]
+    runner = EpisodeRunner(engine, tokenizer, envs, overlap=len(envs) > 1, seed=0)
+    try:
+        trajectories = runner.run(total, sampling)
+    finally:
+        runner.close()
+    counters: dict[str, int] = defaultdict(int)
+    for traj in trajectories:
+        solved = bool(traj.stats.get("solved"))
+        records.append(
+            EpisodeRecord(
+                task_id=traj.task_id,
+                sample=counters[traj.task_id],
+                solved_at=len(traj.turn_ends) if solved else None,
+                replies=list(traj.stats.get("replies", [])),
+            )
+        )
+        counters[traj.task_id] += 1
+    return records
+
+
+def depth_metrics(
+    records: Sequence[EpisodeRecord], initial_passed: dict[str, list[bool]], rounds: int, ks=(1, 10)
+) -> dict[str, Any]:
+    """pass@k per round (unbiased estimator), and the success-refinement rate per round."""
+    solved_at: dict[str, list[int | None]] = defaultdict(list)
+    for task_id, flags in initial_passed.items():
+        solved_at[task_id] += [0 for f in flags if f]
+    for r in records:
+        solved_at[r.task_id].append(r.solved_at)
+    n_per_task = {t: len(v) for t, v in solved_at.items()}
+    metrics: dict[str, Any] = {f"pass@{k}": [] for k in ks}
+    metrics["refine_success"] = [0.0]
+    for rnd in range(rounds + 1):
+        for k in ks:
+            vals = [
+                pass_at_k(n, sum(s is not None and s <= rnd for s in solved_at[t]), k)
+                for t, n in n_per_task.items()
+                if n >= k
+            ]
+            metrics[f"pass@{k}"].append(sum(vals) / len(vals) if vals else float("nan"))
+        if rnd > 0:
+            before = sum(s is None or s >= rnd for v in solved_at.values() for s in v)
+            now = sum(s == rnd for v in solved_at.values() for s in v)
+            metrics["refine_success"].append(now / before if before else 0.0)
+    metrics = {k: v for k, v in metrics.items() if not all(x != x for x in v)}  # drop all-NaN k
+    metrics["num_tasks"] = len(n_per_task)
+    metrics["samples_per_task"] = max(n_per_task.values(), default=0)
+    return metrics
+
+
+def initial_verdicts(problems: Sequence[Problem], starts: dict[str, list[str]]) -> dict[str, list[bool]]:
+    """Run every starting program once in the sandbox: which already pass (round 0)."""
+    import sandbox
+
+    by_task = {p.task_id: p for p in problems}
+    jobs, keys = [], []
+    for task_id, programs in starts.items():
+        for code in programs:
+            jobs.append((by_task[task_id].program(code), by_task[task_id].tests))
+            keys.append(task_id)
+    verdicts = sandbox.run_batch(jobs)
+    out: dict[str, list[bool]] = defaultdict(list)
+    for task_id, verdict in zip(keys, verdicts, strict=True):
+        out[task_id].append(verdict.passed)
+    return out
+
+
+def evaluate_depth(
+    engine: Engine,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    rounds: int,
+    samples_per_task: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 256,
+    num_envs: int = 16,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics for one benchmark: pass@1/pass@10 per round 0..R and refinement success."""
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    starts = initial_programs(engine, tokenizer, problems, samples_per_task, sampling)
+    passed = initial_verdicts(problems, starts)
+    failing = {
+        t: [c for c, ok in zip(codes, passed[t], strict=True) if not ok] for t, codes in starts.items()
+    }
+    records = play(engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs)
+    return depth_metrics(records, passed, rounds)
