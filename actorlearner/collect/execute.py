@@ -10,7 +10,6 @@ def run_codes(problem: Problem, codes: list[str], limits: Limits) -> list[Verdic
     """One verdict per whole-program `code` (the problem's setup code is prepended)."""
     if not codes:
         return []
-    import sandbox
+    from sandbox import run_batch
 
-    programs = [problem.program(code) for code in codes]
-    return sandbox.run_batch(programs, [problem.tests] * len(programs), limits=limits)
+    return run_batch([(problem.program(code), list(problem.tests)) for code in codes], limits=limits)

@@ -150,8 +150,8 @@ def run_collect(cfg: CollectConfig, show_progress: bool = True) -> dict:
         def done(unit: dict) -> None:
             store.append(unit)
             counts.update(count_unit(unit))
+            bar.set_postfix(running_counts(counts), refresh=False)
             bar.update(1)
-            bar.set_postfix(running_counts(counts))
 
         labels = _execute(cfg, todo, done)
         bar.close()

@@ -74,7 +74,7 @@ def table(summary: dict, title: str = "Collected data (cf. LeDex Table 1)") -> T
     t.add_column("Source", no_wrap=True)
     names = dict(COLUMNS)
     for key in SHOWN:
-        t.add_column(names[key], justify="right")
+        t.add_column(names[key].replace(" ", "\n"), justify="right")
     rows = list(summary["sources"].items())
     if len(rows) > 1:
         rows.append(("total", summary["total"]))
