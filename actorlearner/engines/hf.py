@@ -1,0 +1,229 @@
+"""Hugging Face transformers engine (CPU and CUDA) with its own KV-cached decoding loop.
+
+Why not `model.generate`: rollouts need the exact logprob of every sampled token under
+log_softmax(logits / temperature), and rows that have emitted a stop token should
+stop costing compute. The loop below left-pads the prompts, prefills once, then
+decodes one token per step and drops finished rows from the batch and the KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from actorlearner.engines import sampling as sampler
+from actorlearner.engines.base import Generation, SamplingParams
+
+# Keys a learner may send along with the policy that an inference engine has no use for.
+_IGNORED_PREFIXES = ("v_head.", "value_head.", "score.")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+class HFEngine:
+    """Batched generation from token ids with a transformers causal LM.
+
+    Build it from a model directory (`HFEngine("path/to/model")`) or from a loaded
+    `model` (+ `tokenizer`). With `lora` (PEFT `LoraConfig` keyword arguments, e.g.
+    ``{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}``) the model is
+    wrapped with a LoRA adapter so that `load_weights` can take adapter states.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        lora: Mapping[str, Any] | None = None,
+        prune_finished: bool = True,
+        version: int = 0,
+    ):
+        if model is None:
+            if model_path is None:
+                raise ValueError("HFEngine needs a model_path or a loaded model")
+            from actorlearner.models import load_model
+
+            model, tokenizer = load_model(model_path, dtype=dtype, device=device)
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **dict(lora)))
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.prune_finished = prune_finished
+        self.version = version
+        self.is_lora = lora is not None
+        config = getattr(model, "config", None)
+        self.max_positions = getattr(config, "max_position_embeddings", None)
+        self.pad_id = _pad_id(model, tokenizer)
+        self._fwd_kw = _forward_kwargs(model)
+
+    # ----------------------------------------------------------------- generation
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
+        """Sample one continuation per prompt; rows leave the batch as soon as they stop."""
+        sampler.validate(sampling)
+        if not prompts:
+            return []
+        self._check_prompts(prompts, sampling.max_new_tokens)
+        gen = None
+        if sampling.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        stops = torch.tensor(sampling.stop_token_ids or [-1], device=self.device)
+
+        ids, mask = self._left_pad(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=getattr(self.model, "config", None))
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, **self._fwd_kw(cache)
+        )
+        logits = out.logits[:, -1]
+        rows = torch.arange(len(prompts), device=self.device)  # original index of each live row
+        last_pos = positions[:, -1]
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logps: list[list[float]] = [[] for _ in prompts]
+        finish = ["length"] * len(prompts)
+
+        for step in range(sampling.max_new_tokens):
+            next_ids, next_lp = sampler.select(logits, sampling, gen)
+            for r, t, lp in zip(rows.tolist(), next_ids.tolist(), next_lp.tolist(), strict=True):
+                tokens[r].append(t)
+                logps[r].append(lp)
+            done = torch.isin(next_ids, stops)
+            for r in rows[done].tolist():
+                finish[r] = "stop"
+            if step == sampling.max_new_tokens - 1 or bool(done.all()):
+                break
+            keep = ~done
+            if self.prune_finished and not bool(keep.all()):
+                idx = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(idx)
+                rows, next_ids, mask, last_pos = rows[idx], next_ids[idx], mask[idx], last_pos[idx]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(
+                input_ids=next_ids[:, None],
+                attention_mask=mask,
+                position_ids=last_pos[:, None],
+                **self._fwd_kw(cache),
+            )
+            logits = out.logits[:, -1]
+        return [
+            Generation(token_ids=t, logprobs=lp, finish_reason=f)
+            for t, lp, f in zip(tokens, logps, finish, strict=True)
+        ]
+
+    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _check_prompts(self, prompts: list[list[int]], max_new: int) -> None:
+        for i, p in enumerate(prompts):
+            if not p:
+                raise ValueError(f"prompt {i} is empty; every prompt needs at least one token id")
+            if self.max_positions and len(p) + max_new > self.max_positions:
+                raise ValueError(
+                    f"prompt {i} has {len(p)} tokens + max_new_tokens={max_new} > the model's "
+                    f"{self.max_positions} positions; shorten the episode (fewer turns, shorter "
+                    "feedback) or lower max_new_tokens"
+                )
+
+    # ----------------------------------------------------------------- weights
+    @torch.no_grad()
+    def load_weights(self, state_dict: Mapping[str, Any], version: int) -> None:
+        """Copy new weights in place and record `version`.
+
+        Two kinds of state are accepted:
+        - a full or partial model state in the plain transformers naming
+          (``model.layers.0.self_attn.q_proj.weight``, ``lm_head.weight``; ``module.``
+          prefixes from DeepSpeed/DDP are stripped, value-head keys ignored);
+        - a LoRA adapter state as returned by ``peft.get_peft_model_state_dict``
+          (keys containing ``lora_A``/``lora_B``), for an engine built with `lora=`.
+        """
+        state = {_strip(k): v for k, v in state_dict.items()}
+        state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+        if any(".lora_" in k for k in state):
+            self._load_lora(state)
+        else:
+            self._load_full(state)
+        self.version = int(version)
+
+    def _load_lora(self, state: dict[str, Any]) -> None:
+        if not self.is_lora:
+            raise ValueError(
+                "got a LoRA adapter state but this engine has no adapter; build it with "
+                "lora={...} (the learner's LoraConfig arguments) or send merged full weights"
+            )
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.model, state)
+        bad = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if bad:
+            raise ValueError(f"LoRA keys that match no adapter module: {bad[:5]}")
+
+    def _load_full(self, state: dict[str, Any]) -> None:
+        base = self.model.get_base_model() if self.is_lora else self.model
+        # remove_duplicate=False keeps tied aliases such as lm_head.weight addressable
+        params = dict(base.named_parameters(remove_duplicate=False))
+        params.update(dict(base.named_buffers(remove_duplicate=False)))
+        unknown = []
+        for key, value in state.items():
+            target = params.get(key)
+            if target is None and self.is_lora:  # PEFT moves wrapped weights under base_layer
+                head, _, leaf = key.rpartition(".")
+                target = params.get(f"{head}.base_layer.{leaf}")
+            if target is None:
+                unknown.append(key)
+                continue
+            value = torch.as_tensor(value)
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"shape mismatch for {key}: got {tuple(value.shape)}, model has {tuple(target.shape)}"
+                )
+            target.copy_(value.to(device=target.device, dtype=target.dtype))
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} keys match no model parameter (e.g. {unknown[:3]}); send the "
+                "policy's state_dict in transformers naming"
+            )
+
+
+def _strip(key: str) -> str:
+    for prefix in _STRIP_PREFIXES:
+        while key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+def _forward_kwargs(model: torch.nn.Module):
+    """Cache keyword of this transformers version (`cache` in v5, `past_key_values` before),
+    plus `logits_to_keep=1` where supported so the prefill skips logits of prompt tokens."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    name = "cache" if "cache" in params else "past_key_values"
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    return lambda cache: {name: cache, "use_cache": True, **extra}
+
+
+def _pad_id(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None) -> int:
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    cfg = getattr(model, "config", None)
+    for name in ("pad_token_id", "eos_token_id"):
+        val = getattr(cfg, name, None)
+        if isinstance(val, int):
+            return val
+    return 0

@@ -1,0 +1,87 @@
+"""The rollout actor: one engine, a batch of env copies, episodes in, trajectories out.
+
+`RolloutWorker` is a plain class (usable and testable in-process); `RolloutGroup`
+runs it as a Ray actor with the resources from `RolloutConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from actorlearner.engines.base import SamplingParams
+from actorlearner.rollout.config import RolloutConfig
+from actorlearner.trajectory import Trajectory
+
+
+class StaleWeightsError(RuntimeError):
+    """A rollout was asked for a policy version this actor does not hold."""
+
+
+def make_env(cfg: RolloutConfig) -> Any:
+    if cfg.env_fn is not None:
+        return cfg.env_fn()
+    import gymnasium
+
+    import envs  # noqa: F401  (registers CodeRefine-v0)
+
+    return gymnasium.make(cfg.env_id, **cfg.env_kwargs)
+
+
+class RolloutWorker:
+    """Owns an engine and `envs_per_actor` envs; plays episodes on request."""
+
+    def __init__(self, cfg: RolloutConfig, index: int = 0):
+        import torch
+
+        from actorlearner.engines import make_engine
+        from actorlearner.rollout.runner import EpisodeRunner
+
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed + 7919 * index)
+        self.cfg = cfg
+        self.index = index
+        self.engine = make_engine(cfg.engine, cfg.model_path, **cfg.engine_kwargs)
+        envs = [make_env(cfg) for _ in range(cfg.envs_per_actor)]
+        self.runner = EpisodeRunner(
+            self.engine,
+            self.engine.tokenizer,  # type: ignore[attr-defined]
+            envs,
+            overlap=cfg.overlap_env,
+            seed=cfg.seed + 100_003 * index,
+            max_context_tokens=cfg.max_context_tokens,
+        )
+
+    def rollout(
+        self,
+        num_episodes: int,
+        sampling: SamplingParams | None = None,
+        policy_version: int | None = None,
+    ) -> list[Trajectory]:
+        """Play `num_episodes` episodes; with `policy_version`, refuse to run on other weights."""
+        if policy_version is not None and policy_version != self.engine.version:
+            raise StaleWeightsError(
+                f"actor {self.index} holds policy version {self.engine.version}, asked for "
+                f"{policy_version}; send the weights with update_weights first"
+            )
+        trajs = self.runner.run(num_episodes, sampling or self.cfg.sampling)
+        for t in trajs:
+            t.stats["actor"] = self.index
+        return trajs
+
+    def update_weights(self, state: dict[str, Any], version: int) -> int:
+        """Load new weights (a Ray ObjectRef argument arrives here already resolved)."""
+        self.engine.load_weights(state, version)
+        return self.engine.version
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "pid": os.getpid(),
+            "version": self.engine.version,
+            "timings": dict(self.runner.timings),
+        }
+
+    def exit(self) -> None:
+        """Die abruptly (for fault-handling tests and drills)."""
+        os._exit(1)

@@ -1,0 +1,180 @@
+"""A group of Ray rollout actors: work split into chunks, versioned weight sync, faults.
+
+The driver never blocks on one actor: it waits on all outstanding calls with a
+timeout, and an actor that dies (or runs past `call_timeout_s`) has its chunk put
+back in the queue. Ray restarts the actor (`max_restarts`); the group re-sends the
+current weights to it before its next chunk, and replaces an actor that keeps dying.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+from actorlearner.engines.base import SamplingParams
+from actorlearner.rollout.actor import RolloutWorker
+from actorlearner.rollout.config import RolloutConfig
+from actorlearner.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Probe:
+    actor: int
+    deadline: float
+
+
+@dataclass
+class _Call:
+    actor: int
+    episodes: int
+    attempts: int
+    deadline: float
+
+
+class RolloutGroup:
+    """`num_actors` rollout actors behind one `rollout()` call."""
+
+    def __init__(self, cfg: RolloutConfig):
+        if not ray.is_initialized():
+            raise RuntimeError("call ray.init(...) before creating a RolloutGroup")
+        self.cfg = cfg
+        self._cls = ray.remote(RolloutWorker)
+        self.actors = [self._spawn(i) for i in range(cfg.num_actors)]
+        self.version = 0
+        self._weights: ray.ObjectRef | None = None
+        self.stats = {"actor_failures": 0, "chunk_retries": 0, "replaced_actors": 0}
+
+    def _spawn(self, index: int) -> Any:
+        return self._cls.options(
+            num_cpus=self.cfg.num_cpus_per_actor,
+            num_gpus=self.cfg.num_gpus_per_actor,
+            max_restarts=self.cfg.max_restarts,
+            max_task_retries=0,  # the group retries chunks itself, with fresh weights
+        ).remote(self.cfg, index)
+
+    def wait_ready(self, timeout_s: float = 300.0) -> list[dict]:
+        """Block until every actor has built its engine and envs (or raise after timeout)."""
+        return ray.get([a.info.remote() for a in self.actors], timeout=timeout_s)
+
+    # ------------------------------------------------------------------ weights
+    def update_weights(self, state: dict[str, Any] | ray.ObjectRef, version: int) -> None:
+        """Put the state in the object store once; every actor loads it as `version`."""
+        ref = state if isinstance(state, ray.ObjectRef) else ray.put(state)
+        self._weights, self.version = ref, int(version)
+        calls = {a.update_weights.remote(ref, version): i for i, a in enumerate(self.actors)}
+        for call, i in calls.items():
+            try:
+                ray.get(call, timeout=self.cfg.call_timeout_s)
+            except (RayActorError, GetTimeoutError) as exc:
+                # a dead actor gets the weights again when it is next used
+                log.warning("actor %d missed weights v%d: %s", i, version, exc)
+
+    # ------------------------------------------------------------------ rollouts
+    def rollout(
+        self, num_episodes: int, sampling: SamplingParams | None = None
+    ) -> list[Trajectory]:
+        """Play `num_episodes` episodes across the actors; always returns all of them."""
+        sampling = sampling or self.cfg.sampling
+        queue = deque((n, 0) for n in self._chunks(num_episodes))
+        idle = deque(range(len(self.actors)))
+        pending: dict[ray.ObjectRef, _Call] = {}
+        probes: dict[ray.ObjectRef, _Probe] = {}
+        out: list[Trajectory] = []
+        while queue or pending:
+            while queue and idle:
+                i = idle.popleft()
+                n, attempts = queue.popleft()
+                ref = self.actors[i].rollout.remote(n, sampling, self.version)
+                pending[ref] = _Call(i, n, attempts, time.monotonic() + self.cfg.call_timeout_s)
+            if not pending and not probes:
+                raise RuntimeError("no rollout actor is left to run the remaining episodes")
+            done, _ = ray.wait([*pending, *probes], num_returns=1, timeout=self.cfg.poll_s)
+            for ref in done:
+                if ref in probes:
+                    self._probe_done(ref, probes, idle)
+                    continue
+                call = pending.pop(ref)
+                try:
+                    out.extend(ray.get(ref))
+                    idle.append(call.actor)
+                except RayActorError as exc:
+                    self._requeue(call, exc, queue)
+                    self._start_probe(call.actor, probes)
+            self._kill_overdue(pending)
+        return out
+
+    def _chunks(self, num_episodes: int) -> list[int]:
+        size = self.cfg.episodes_per_call or -(-num_episodes // len(self.actors))
+        size = max(1, size)
+        return [min(size, num_episodes - s) for s in range(0, num_episodes, size)]
+
+    def _requeue(self, call: _Call, exc: Exception, queue: deque) -> None:
+        """Put a dead actor's chunk back at the head of the queue (bounded retries)."""
+        self.stats["actor_failures"] += 1
+        if call.attempts + 1 > self.cfg.max_chunk_retries:
+            raise RuntimeError(
+                f"a chunk of {call.episodes} episodes failed {call.attempts + 1} times; last "
+                f"error on actor {call.actor}: {exc}. Check the actor logs (memory, env crashes)"
+            ) from exc
+        log.warning("actor %d died (%s); retrying its %d episodes", call.actor, exc, call.episodes)
+        self.stats["chunk_retries"] += 1
+        queue.appendleft((call.episodes, call.attempts + 1))
+
+    def _start_probe(self, i: int, probes: dict, deadline: float | None = None) -> None:
+        """Ask actor `i` to reload the current weights; it gets work again once that succeeds
+        (a restarted actor starts from the initial weights)."""
+        actor = self.actors[i]
+        ref = (
+            actor.update_weights.remote(self._weights, self.version)
+            if self._weights is not None
+            else actor.info.remote()
+        )
+        if deadline is None:
+            deadline = time.monotonic() + self.cfg.restart_timeout_s
+        probes[ref] = _Probe(i, deadline)
+
+    def _probe_done(self, ref: ray.ObjectRef, probes: dict, idle: deque) -> None:
+        probe = probes.pop(ref)
+        try:
+            ray.get(ref)
+            idle.append(probe.actor)
+            return
+        except ActorUnavailableError:  # still restarting: ask again shortly
+            if time.monotonic() < probe.deadline:
+                time.sleep(min(1.0, self.cfg.poll_s))
+                self._start_probe(probe.actor, probes, probe.deadline)
+                return
+        except RayActorError:  # dead for good (restarts used up)
+            pass
+        self._replace(probe.actor)
+        self._start_probe(probe.actor, probes)
+
+    def _replace(self, i: int) -> None:
+        log.warning("replacing rollout actor %d with a new one", i)
+        ray.kill(self.actors[i], no_restart=True)
+        self.actors[i] = self._spawn(i)
+        self.stats["replaced_actors"] += 1
+
+    def _kill_overdue(self, pending: dict[ray.ObjectRef, _Call]) -> None:
+        now = time.monotonic()
+        for call in pending.values():
+            if now > call.deadline:
+                log.warning("actor %d exceeded call_timeout_s; killing it", call.actor)
+                ray.kill(self.actors[call.actor], no_restart=False)
+                call.deadline = float("inf")  # its call now fails and is retried
+
+    def info(self, timeout_s: float = 60.0) -> list[dict]:
+        return ray.get([a.info.remote() for a in self.actors], timeout=timeout_s)
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []

@@ -1,0 +1,204 @@
+"""Run many multi-turn episodes against a set of env copies with one batched engine.
+
+Every turn, the replies of all waiting episodes are generated in one batch. When an
+episode ends its env slot starts the next episode right away (continuous refill), so
+finished episodes never occupy the batch. With `overlap`, the slots are split into
+two halves: while one half's replies run in the sandbox (env.step in a thread), the
+other half generates, hiding sandbox time behind generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from actorlearner.chat import IM_END
+from actorlearner.engines.base import Engine, SamplingParams
+from actorlearner.models import stop_token_ids
+from actorlearner.rollout.episode import EpisodeBuilder, ReplyText
+from actorlearner.trajectory import Trajectory
+
+
+@dataclass
+class _EnvResult:
+    step: tuple | None = None  # (obs, reward, terminated, truncated, info) of the last reply
+    reset: tuple | None = None  # (obs, info) of a new episode started in this slot
+    env_s: float = 0.0
+
+
+@dataclass
+class _Slot:
+    env: Any
+    index: int
+    episode: EpisodeBuilder | None = None
+    reply: tuple[ReplyText, int] | None = None  # the reply awaiting its env step, and its start
+    future: Future | None = None
+    seeded: bool = False
+    env_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class EpisodeRunner:
+    """Plays episodes with `engine` on `envs` and returns token-level trajectories."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Any,
+        envs: Sequence[Any],
+        overlap: bool = True,
+        seed: int | None = None,
+        max_context_tokens: int | None = None,
+        reset_options: dict | None = None,
+    ):
+        if not envs:
+            raise ValueError("EpisodeRunner needs at least one env")
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.slots = [_Slot(env=e, index=i) for i, e in enumerate(envs)]
+        self.groups = 2 if overlap and len(envs) > 1 else 1
+        self.seed = seed
+        self.max_context_tokens = max_context_tokens
+        self.reset_options = reset_options
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.im_end_id = int(tokenizer.convert_tokens_to_ids(IM_END))
+        self._pool = ThreadPoolExecutor(len(envs), thread_name_prefix="env")
+        self._lock = threading.Lock()
+        self._todo = 0
+        self.timings: dict[str, float] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for slot in self.slots:
+            slot.env.close()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, num_episodes: int, sampling: SamplingParams) -> list[Trajectory]:
+        """Play `num_episodes` complete episodes; trajectories come back in finishing order."""
+        if not sampling.stop_token_ids:
+            sampling = dataclasses.replace(sampling, stop_token_ids=self.stop_ids)
+        self._todo = num_episodes
+        self.timings = {"generate_s": 0.0, "env_wait_s": 0.0, "env_s": 0.0, "generated_tokens": 0}
+        t0 = time.perf_counter()
+        done: list[Trajectory] = []
+        for slot in self.slots:
+            if self._claim():
+                slot.future = self._pool.submit(self._reset, slot)
+        halves = [self.slots[g :: self.groups] for g in range(self.groups)]
+        while any(slot.future is not None for slot in self.slots):
+            for half in halves:
+                ready = [s for s in half if s.future is not None and self._collect(s, done)]
+                if ready:
+                    self._generate(ready, sampling)
+        self.timings["wall_s"] = time.perf_counter() - t0
+        return done
+
+    def _claim(self) -> bool:
+        """Take one episode from the budget (called from env threads too)."""
+        with self._lock:
+            if self._todo <= 0:
+                return False
+            self._todo -= 1
+            return True
+
+    def _collect(self, slot: _Slot, done: list[Trajectory]) -> bool:
+        """Wait for a slot's env work and fold it into its episode; True if it needs a reply."""
+        t = time.perf_counter()
+        result: _EnvResult = slot.future.result()  # type: ignore[union-attr]
+        self.timings["env_wait_s"] += time.perf_counter() - t
+        self.timings["env_s"] += result.env_s
+        slot.env_s += result.env_s
+        slot.future = None
+        if result.step is not None:
+            obs, reward, terminated, truncated, info = result.step
+            reply, start = slot.reply  # type: ignore[misc]
+            slot.episode.place_rewards(reply, start, reward, info)  # type: ignore[union-attr]
+            if terminated or truncated:
+                done.append(self._finish(slot, terminated, truncated, info))
+            else:
+                slot.episode.add_user_turn(self.tokenizer, obs)  # type: ignore[union-attr]
+                if self._over_context(slot):
+                    done.append(self._finish(slot, False, True, info, context_limit=True))
+                    if self._claim():
+                        slot.future = self._pool.submit(self._reset, slot)
+                    return False
+        if result.reset is not None:
+            self._start(slot, *result.reset)
+        return slot.episode is not None
+
+    def _generate(self, slots: list[_Slot], sampling: SamplingParams) -> None:
+        """One batched engine call for the waiting episodes; their env steps go to threads."""
+        t = time.perf_counter()
+        gens = self.engine.generate([s.episode.ids for s in slots], sampling)  # type: ignore[union-attr]
+        self.timings["generate_s"] += time.perf_counter() - t
+        for slot, gen in zip(slots, gens, strict=True):
+            start = slot.episode.add_reply(gen, self.stop_ids, self.im_end_id, self.engine.version)  # type: ignore[union-attr]
+            self.timings["generated_tokens"] += len(gen.token_ids)
+            body = gen.token_ids[:-1] if gen.finish_reason == "stop" else gen.token_ids
+            slot.reply = (ReplyText(self.tokenizer, body), start)
+            slot.future = self._pool.submit(self._step, slot, slot.reply[0].text)
+
+    # ------------------------------------------------------------------ env side (threads)
+    def _reset(self, slot: _Slot) -> _EnvResult:
+        t = time.perf_counter()
+        seed = None
+        if not slot.seeded and self.seed is not None:
+            seed = self.seed + slot.index
+        slot.seeded = True
+        obs, info = slot.env.reset(seed=seed, options=self.reset_options)
+        return _EnvResult(reset=(obs, info), env_s=time.perf_counter() - t)
+
+    def _step(self, slot: _Slot, text: str) -> _EnvResult:
+        t = time.perf_counter()
+        step = slot.env.step(text)
+        result = _EnvResult(step=step)
+        if (step[2] or step[3]) and self._claim():  # ended: start the next episode right here
+            result.reset = slot.env.reset(options=self.reset_options)
+        result.env_s = time.perf_counter() - t
+        return result
+
+    # ------------------------------------------------------------------ episode bookkeeping
+    def _start(self, slot: _Slot, obs: str, info: dict) -> None:
+        messages = list(info.get("messages") or [{"role": "user", "content": obs}])
+        if info.get("system") and messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": info["system"]})
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        slot.episode = EpisodeBuilder(
+            ids, task_id=_task_id(slot.env, info), version=self.engine.version
+        )
+        slot.env_s = 0.0
+        slot.started = time.perf_counter()
+
+    def _over_context(self, slot: _Slot) -> bool:
+        return bool(self.max_context_tokens) and len(slot.episode.ids) >= self.max_context_tokens  # type: ignore[union-attr,operator]
+
+    def _finish(
+        self, slot: _Slot, terminated: bool, truncated: bool, info: dict, **extra: Any
+    ) -> Trajectory:
+        verdict = info.get("verdict")
+        traj = slot.episode.build(  # type: ignore[union-attr]
+            solved=bool(terminated),
+            truncated=bool(truncated),
+            pass_rate=float(getattr(verdict, "pass_rate", 0.0) or 0.0),
+            env_s=slot.env_s,
+            wall_s=time.perf_counter() - slot.started,
+            **extra,
+        )
+        slot.episode = None
+        slot.reply = None
+        return traj
+
+
+def _task_id(env: Any, info: dict) -> str:
+    if info.get("task_id"):
+        return str(info["task_id"])
+    problem = getattr(getattr(env, "unwrapped", env), "problem", None)
+    return str(getattr(problem, "task_id", ""))
