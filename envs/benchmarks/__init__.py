@@ -1,0 +1,9 @@
+"""Benchmark problem sources: HumanEval, HumanEval+, MBPP, MBPP sanitized, MBPP+ and the
+generic JSONL format. Importing this package registers them with `envs.sources`."""
+
+from envs.benchmarks import humaneval, mbpp  # noqa: F401  (registers the sources)
+from envs.benchmarks.generic import GenericFormatError, load_generic_jsonl
+
+BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp_sanitized", "mbpp+")
+
+__all__ = ["BENCHMARKS", "GenericFormatError", "load_generic_jsonl"]

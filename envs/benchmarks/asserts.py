@@ -1,0 +1,156 @@
+"""Turn benchmark `assert` statements into trusted (expression, expected) tests.
+
+An assert run inside the candidate's process can be faked (an `__eq__` that is always
+True, a patched `AssertionError`). So each assert becomes a `TestCase` whose `expr` is
+evaluated in the sandbox and whose `expected` value stays with the trusted parent:
+
+- `assert EXPR == LITERAL` (either side)      -> eq test, expected = the literal
+- `assert math.isclose(EXPR, LIT, rel_tol=r, abs_tol=a)` -> eq test, atol = max(r*|LIT|, a)
+- `assert abs(EXPR - LIT) < TOL`               -> eq test, atol = TOL
+- `assert EXPR is True|False|None`           -> eq test
+- `assert EXPR == OTHER` (OTHER not a literal, e.g. `set((4, 5))`) -> eq test whose
+  expected value is OTHER evaluated against the reference solution (`expected_expr`)
+- `assert EXPR` / `assert not EXPR`           -> truthy test of `EXPR` / `not (EXPR)`
+
+The math.isclose rule is slightly stricter than isclose itself (it scales by the
+expected value only); no canonical solution is affected.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from envs.benchmarks.values import from_source, is_literal
+from sandbox.types import TestCase
+
+
+@dataclass(frozen=True)
+class ConvertedTest:
+    """A test, plus the expression whose reference value is its expected output (if pending)."""
+
+    case: TestCase
+    expected_expr: str | None = None  # evaluate against the reference to fill `case.expected`
+
+    @property
+    def pending(self) -> bool:
+        return self.expected_expr is not None
+
+
+class AssertConversionError(ValueError):
+    """The text is not a single `assert` statement."""
+
+
+def convert_assert(source: str, candidate: str | None = None) -> ConvertedTest:
+    """Convert one `assert ...` statement (source text) into a trusted test.
+
+    `candidate` names the function under test: an assert that compares it with itself
+    (`f(x) == g(f(y))`) is kept as a truthy test of the whole comparison, as written.
+    """
+    text = source.strip()
+    try:
+        module = ast.parse(text)
+    except SyntaxError as exc:
+        raise AssertConversionError(f"not valid Python: {text!r:.120} ({exc.msg})") from exc
+    if len(module.body) != 1 or not isinstance(module.body[0], ast.Assert):
+        raise AssertConversionError(f"expected one `assert` statement, got: {text!r:.120}")
+    return convert_test_expr(module.body[0].test, display=text, candidate=candidate)
+
+
+def convert_test_expr(test: ast.expr, display: str, candidate: str | None = None) -> ConvertedTest:
+    """Convert the condition of an assert (an AST expression) into a trusted test."""
+    for rule in (_equality, _isclose, _abs_difference, _identity):
+        converted = rule(test, display)
+        if converted is None:
+            continue
+        if converted.pending and candidate and _calls(converted.expected_expr, candidate):
+            break  # the "expected" side runs the candidate too: keep the comparison whole
+        return converted
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        # `not (...)` runs in the sandbox; the truthy oracle then checks the bool it returns.
+        negated = f"not ({ast.unparse(test.operand)})"
+        return ConvertedTest(TestCase(negated, True, oracle="truthy", display=display))
+    return ConvertedTest(TestCase(ast.unparse(test), True, oracle="truthy", display=display))
+
+
+def _calls(expr: str | None, name: str) -> bool:
+    return expr is not None and any(
+        isinstance(n, ast.Name) and n.id == name for n in ast.walk(ast.parse(expr, mode="eval"))
+    )
+
+
+def _value_and_other(a: ast.expr, b: ast.expr) -> tuple[ast.expr, ast.expr] | None:
+    """(the expression under test, the literal) when exactly one side is a literal."""
+    if is_literal(b) and not is_literal(a):
+        return a, b
+    if is_literal(a) and not is_literal(b):
+        return b, a
+    return None
+
+
+def _equality(test: ast.expr, display: str) -> ConvertedTest | None:
+    if not (
+        isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+    ):
+        return None
+    left, right = test.left, test.comparators[0]
+    pair = _value_and_other(left, right)
+    if pair is not None:
+        expr, lit = pair
+        return ConvertedTest(TestCase(ast.unparse(expr), _literal(lit), display=display))
+    return ConvertedTest(
+        TestCase(ast.unparse(left), display=display), expected_expr=ast.unparse(right)
+    )
+
+
+def _identity(test: ast.expr, display: str) -> ConvertedTest | None:
+    if not (
+        isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Is)
+    ):
+        return None
+    right = test.comparators[0]
+    if isinstance(right, ast.Constant) and right.value in (True, False, None):
+        return ConvertedTest(TestCase(ast.unparse(test.left), right.value, display=display))
+    return None
+
+
+def _isclose(test: ast.expr, display: str) -> ConvertedTest | None:
+    if not (isinstance(test, ast.Call) and ast.unparse(test.func) in ("math.isclose", "isclose")):
+        return None
+    if len(test.args) != 2:
+        return None
+    pair = _value_and_other(*test.args)
+    if pair is None:
+        return None
+    expr, lit = pair
+    expected = _literal(lit)
+    tol = {kw.arg: _literal(kw.value) for kw in test.keywords if kw.arg and is_literal(kw.value)}
+    if set(tol) - {"rel_tol", "abs_tol"} or len(tol) != len(test.keywords):
+        return None
+    rel, absolute = tol.get("rel_tol", 1e-9), tol.get("abs_tol", 0.0)
+    atol = max(rel * abs(expected), absolute)
+    return ConvertedTest(TestCase(ast.unparse(expr), expected, atol=atol, display=display))
+
+
+def _abs_difference(test: ast.expr, display: str) -> ConvertedTest | None:
+    """`abs(A - B) < TOL` (or `<=`) with one of A, B a literal."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    if not isinstance(test.ops[0], (ast.Lt, ast.LtE)) or not is_literal(test.comparators[0]):
+        return None
+    call = test.left
+    if not (isinstance(call, ast.Call) and ast.unparse(call.func) == "abs" and len(call.args) == 1):
+        return None
+    diff = call.args[0]
+    if not (isinstance(diff, ast.BinOp) and isinstance(diff.op, ast.Sub)):
+        return None
+    pair = _value_and_other(diff.left, diff.right)
+    if pair is None:
+        return None
+    expr, lit = pair
+    atol = float(_literal(test.comparators[0]))
+    return ConvertedTest(TestCase(ast.unparse(expr), _literal(lit), atol=atol, display=display))
+
+
+def _literal(node: ast.expr):
+    return from_source(ast.unparse(node))

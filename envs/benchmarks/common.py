@@ -1,0 +1,123 @@
+"""Building trusted tests from inputs + reference outputs, shared by every loader."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from envs.benchmarks.asserts import ConvertedTest
+from envs.benchmarks.expected import ReferenceError, ReferenceJob, reference_values
+from envs.benchmarks.values import to_source
+from sandbox.types import TestCase
+
+DEFAULT_FLOAT_ATOL = 1e-6  # EvalPlus: floats never compare exactly, even when atol is 0
+
+
+def call_expr(entry_point: str, args: Sequence) -> str:
+    return f"{entry_point}({', '.join(to_source(a) for a in args)})"
+
+
+def is_floats(value) -> bool:
+    """A float, or a non-empty list/tuple of floats (EvalPlus's rule for a default atol)."""
+    if isinstance(value, float):
+        return True
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, float) for v in value)
+    )
+
+
+def io_test(expr: str, expected, atol: float = 0.0, oracle: str = "eq") -> TestCase:
+    """An input/output test with EvalPlus's float rule and a readable assert as display."""
+    if oracle == "find_zero":
+        xs = to_source(expected)
+        return TestCase(
+            expr,
+            expected,
+            atol=atol,
+            oracle=oracle,
+            display=f"assert abs(poly({xs}, {expr})) <= {atol}",
+        )
+    if atol == 0 and is_floats(expected):
+        atol = DEFAULT_FLOAT_ATOL
+    shown = _source_or_repr(expected)
+    display = f"assert {expr} == {shown}"
+    if atol:
+        display = f"assert math.isclose({expr}, {shown}, abs_tol={atol})"
+    return TestCase(expr, expected, atol=atol, oracle=oracle, display=display)
+
+
+def _source_or_repr(value) -> str:
+    try:
+        return to_source(value)
+    except TypeError:
+        return repr(value)
+
+
+@dataclass
+class PendingProblem:
+    """Tests of one problem whose expected values may still need the reference."""
+
+    key: str
+    reference: str  # the whole program whose values are trusted
+    tests: list[ConvertedTest]
+
+
+def fill_pending(
+    items: Sequence[PendingProblem], cache_file: Path | None, strict: bool = False
+) -> list[list[TestCase]]:
+    """Fill every pending test's expected value by evaluating it against the reference.
+
+    A test whose reference raised cannot be judged: it is dropped with a warning, or
+    raises `ReferenceError` when `strict`.
+    """
+    jobs = [
+        ReferenceJob(item.key, item.reference, [t.expected_expr for t in item.tests if t.pending])  # type: ignore[misc]
+        for item in items
+        if any(t.pending for t in item.tests)
+    ]
+    values = reference_values(jobs, cache_file) if jobs else {}
+    out = []
+    for item in items:
+        got = values.get(item.key)
+        tests, j = [], 0
+        for t in item.tests:
+            if not t.pending:
+                tests.append(t.case)
+                continue
+            assert got is not None
+            if j in got.values:
+                tests.append(replace(t.case, expected=got.values[j]))
+            else:
+                why = got.errors.get(j, got.errors.get(-1, "no value"))
+                msg = f"{item.key}: the reference solution fails on the test {t.case.display!r} ({why})"
+                if strict:
+                    raise ReferenceError(msg)
+                warnings.warn(f"dropped a test: {msg}", stacklevel=2)
+            j += 1
+        out.append(tests)
+    return out
+
+
+def select(records: Sequence[dict], task_ids: Sequence[str] | None) -> list[dict]:
+    if task_ids is None:
+        return list(records)
+    by_id = {r["task_id"]: r for r in records}
+    unknown = [t for t in task_ids if t not in by_id]
+    if unknown:
+        raise KeyError(f"unknown task ids: {', '.join(unknown[:5])}")
+    return [by_id[t] for t in task_ids]
+
+
+def sample_inputs(record: dict, plus: bool, plus_sample: int | None, seed: int) -> dict:
+    extra = record["plus_input"] if plus else []
+    if plus_sample is not None and len(extra) > plus_sample:
+        keep = sorted(
+            random.Random(f"{seed}:{record['task_id']}").sample(range(len(extra)), plus_sample)
+        )
+        extra = [extra[i] for i in keep]
+    return {"base_input": record["base_input"], "plus_input": extra}
