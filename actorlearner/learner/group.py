@@ -1,0 +1,111 @@
+"""1..N learner ranks as Ray actors forming one torch.distributed group.
+
+The group looks like one `LearnerBackend` to the driver: every call fans out to all
+ranks (each takes its share of the global batch inside the backend) and returns rank
+0's answer, which already holds the all-reduced metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actorlearner.learner.config import LearnerConfig
+from actorlearner.learner.sft import SFTBatch
+from actorlearner.trajectory import Trajectory
+
+
+class LearnerWorker:
+    """One rank: owns a DeepSpeedLearner once `setup` has joined the process group."""
+
+    def __init__(self, cfg: LearnerConfig, rank: int, world_size: int, num_threads: int = 1):
+        import torch
+
+        torch.set_num_threads(num_threads)
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.learner = None
+
+    def address(self) -> tuple[str, int]:
+        from actorlearner.learner.distributed import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        from actorlearner.learner.deepspeed_backend import DeepSpeedLearner
+
+        self.learner = DeepSpeedLearner(
+            self.cfg, self.rank, self.world_size, master_addr=master_addr, master_port=master_port
+        )
+        return self.learner.pad_id
+
+    def call(self, method: str, *args, **kwargs) -> Any:
+        return getattr(self.learner, method)(*args, **kwargs)
+
+    def counters(self) -> tuple[int, int]:
+        return self.learner.version, self.learner.step
+
+
+class LearnerGroup:
+    """Driver-side handle on N learner ranks (N=1 works too); same methods as the backend."""
+
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        num_ranks: int = 1,
+        num_cpus_per_rank: float = 1,
+        num_gpus_per_rank: float = 0,
+    ):
+        if num_ranks < 1:
+            raise ValueError(f"num_ranks must be >= 1 (got {num_ranks})")
+        if not ray.is_initialized():
+            raise RuntimeError("LearnerGroup needs Ray: call ray.init(...) first")
+        actor = ray.remote(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank)(LearnerWorker)
+        threads = max(1, int(num_cpus_per_rank))
+        self.workers = [actor.remote(cfg, r, num_ranks, threads) for r in range(num_ranks)]
+        addr, port = ray.get(self.workers[0].address.remote())
+        self.pad_id = ray.get([w.setup.remote(addr, port) for w in self.workers])[0]
+        self.cfg = cfg
+
+    def _all(self, method: str, *args, **kwargs) -> Any:
+        refs = [w.call.remote(method, *args, **kwargs) for w in self.workers]
+        return ray.get(refs)[0]
+
+    @property
+    def version(self) -> int:
+        return ray.get(self.workers[0].counters.remote())[0]
+
+    @property
+    def step(self) -> int:
+        return ray.get(self.workers[0].counters.remote())[1]
+
+    def sft_step(self, batch: SFTBatch) -> dict[str, float]:
+        return self._all("sft_step", ray.put(batch))
+
+    def sft_eval(self, batches: Sequence[SFTBatch]) -> dict[str, float]:
+        return self._all("sft_eval", ray.put(list(batches)))
+
+    def ppo_step(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
+        return self._all("ppo_step", ray.put(list(trajectories)))
+
+    def state_dict_for_actors(self):
+        return self._all("state_dict_for_actors")
+
+    def should_checkpoint(self) -> bool:
+        return self._all("should_checkpoint")
+
+    def save_checkpoint(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        return self._all("save_checkpoint", str(directory), extra)
+
+    def load_checkpoint(self, directory: str | Path, tag: str | None = None) -> dict[str, Any]:
+        return self._all("load_checkpoint", str(directory), tag)
+
+    def export_hf(self, directory: str | Path, merge_lora: bool = True) -> Path | None:
+        return self._all("export_hf", str(directory), merge_lora)
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        self.workers = []

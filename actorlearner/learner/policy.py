@@ -1,0 +1,127 @@
+"""The trained module: a causal LM (optionally LoRA-wrapped) plus a linear value head.
+
+The value head reads the LM's last hidden state, as in the LeDex paper. The reference
+policy for the KL penalty is the same model with adapters disabled when LoRA is on
+(no second copy), or a frozen copy of the initial model for full fine-tuning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from actorlearner.learner.config import LearnerConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class PolicyWithValue(nn.Module):
+    def __init__(self, lm: nn.Module, hidden_size: int, use_lora: bool):
+        super().__init__()
+        self.lm = lm
+        self.use_lora = use_lora
+        self.value_head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_values: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, T, V] and values [B, T] (value of the state after reading token t)."""
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=with_values,
+            use_cache=False,
+        )
+        if not with_values:
+            return out.logits, None
+        hidden = out.hidden_states[-1]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return out.logits, values
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """Run as the reference policy (LoRA only)."""
+        with self.lm.disable_adapter():
+            yield
+
+
+def load_lm(cfg: LearnerConfig) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    if not cfg.model:
+        raise ValueError("LearnerConfig.model is empty: set it to an HF model directory or name")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype {cfg.dtype!r} unknown; choose one of {sorted(DTYPES)}")
+    return AutoModelForCausalLM.from_pretrained(cfg.model, dtype=DTYPES[cfg.dtype])
+
+
+def build_policy(cfg: LearnerConfig) -> tuple[PolicyWithValue, nn.Module | None]:
+    """(policy, frozen reference or None when LoRA provides the reference)."""
+    torch.manual_seed(cfg.seed)  # identical value head (and LoRA init) on every rank
+    lm = load_lm(cfg)
+    hidden = lm.config.hidden_size
+    reference = None
+    if cfg.use_lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        lm = get_peft_model(lm, lora)
+    else:
+        reference = load_lm(cfg).eval().requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable()
+    policy = PolicyWithValue(lm, hidden, cfg.use_lora)
+    return policy, reference
+
+
+def target_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """log p(input_ids[:, j+1] | prefix) under log_softmax(logits / T): [B, T-1]."""
+    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+    return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def base_lm(policy: PolicyWithValue) -> nn.Module:
+    """The plain HF model (unwrapped from PEFT)."""
+    return policy.lm.get_base_model() if policy.use_lora else policy.lm
+
+
+def merged_state_dict(policy: PolicyWithValue) -> dict[str, torch.Tensor]:
+    """HF-layout weights of the current policy, LoRA deltas folded in; the value head excluded.
+
+    Computed without touching the live weights (merge/unmerge would add rounding noise
+    to training). Call inside a ZeRO-3 gather when parameters are partitioned.
+    """
+    if not policy.use_lora:
+        return {k: v.detach().clone() for k, v in policy.lm.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    deltas: dict[str, torch.Tensor] = {}
+    for name, module in policy.lm.base_model.model.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                delta = module.get_delta_weight(adapter).detach()
+                key = f"{name}.weight"
+                deltas[key] = deltas[key] + delta if key in deltas else delta
+    out = {}
+    for key, tensor in policy.lm.base_model.model.state_dict().items():
+        if "lora_" in key:
+            continue
+        key = key.replace(".base_layer", "")
+        value = tensor.detach().clone()
+        if key in deltas:
+            value += deltas[key].to(value.dtype)
+        out[key] = value
+    return out

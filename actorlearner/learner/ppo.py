@@ -1,0 +1,167 @@
+"""PPO math on token tensors: GAE, whitening, clipped losses, KL penalty and controllers.
+
+All tensors are [batch, T] and aligned with next-token targets: column j describes the
+action "emit token j+1", whose logprob and value come from the model's output at j.
+`mask` is 1 on action (policy-generated) tokens only.
+
+Multi-turn trajectories interleave actions with env feedback tokens. GAE skips the
+non-action columns: the value of the next *action* token bootstraps the current one,
+and gamma/lambda discount once per action token, so feedback tokens neither earn
+rewards nor cost discount. Non-action columns get advantage and return 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over masked entries (unbiased variance); unmasked entries become 0."""
+    n = mask.sum()
+    mean = masked_sum(x, mask) / n
+    var = masked_sum((x - mean) ** 2, mask) / (n - 1).clamp(min=1)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+@torch.no_grad()
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over action columns only (see module docstring).
+
+    The value after the last action is 0 (episodes end with the trajectory).
+    Returns (advantages, returns), zero outside `mask`.
+    """
+    batch, length = rewards.shape
+    next_value = torch.zeros(batch, dtype=values.dtype, device=values.device)
+    next_adv = torch.zeros_like(next_value)
+    advantages = torch.zeros_like(values)
+    for t in reversed(range(length)):
+        is_action = mask[:, t].bool()
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        adv = delta + gamma * lam * next_adv
+        advantages[:, t] = torch.where(is_action, adv, torch.zeros_like(adv))
+        next_value = torch.where(is_action, values[:, t], next_value)
+        next_adv = torch.where(is_action, adv, next_adv)
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Sampled estimate of KL(policy || ref) per token: log p(a) - log p_ref(a)."""
+    return logprobs - ref_logprobs
+
+
+def shaped_rewards(
+    env_rewards: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Env rewards plus -kl_coef * KL on every action token. Returns (rewards, kl)."""
+    kl = kl_per_token(logprobs, ref_logprobs) * mask
+    return env_rewards - kl_coef * kl, kl
+
+
+@dataclass
+class LossTerms:
+    loss: torch.Tensor  # differentiable, already divided by `normalizer`
+    token_sum: torch.Tensor  # sum of per-token losses over mask (for logging)
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_ratio: float,
+    normalizer: float | torch.Tensor,
+) -> tuple[LossTerms, torch.Tensor]:
+    """Clipped surrogate: max(-A r, -A clip(r, 1-eps, 1+eps)) per token.
+
+    `normalizer` is the number of action tokens the loss is averaged over; passing the
+    global count (divided by world size) makes data-parallel ranks sum to the global mean.
+    Returns the loss terms and the number of clipped tokens.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    per_token = torch.maximum(unclipped, clipped)
+    clipped_count = masked_sum((clipped > unclipped).float(), mask).detach()
+    terms = LossTerms(
+        masked_sum(per_token, mask) / normalizer, masked_sum(per_token, mask).detach()
+    )
+    return terms, clipped_count
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    value_clip: float,
+    normalizer: float | torch.Tensor,
+) -> LossTerms:
+    """0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped within value_clip of the old value."""
+    clipped = old_values + torch.clamp(values - old_values, -value_clip, value_clip)
+    per_token = 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    return LossTerms(masked_sum(per_token, mask) / normalizer, masked_sum(per_token, mask).detach())
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at every position, [..., V] -> [...]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+class FixedKLController:
+    """Constant KL coefficient."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        del current_kl, n_steps
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])
+
+
+class AdaptiveKLController(FixedKLController):
+    """Proportional controller (Ziegler et al. 2019): moves beta so the KL tracks a target.
+
+    beta <- beta * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon)
+    """
+
+    def __init__(self, kl_coef: float, target: float, horizon: int):
+        super().__init__(kl_coef)
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+def make_kl_controller(
+    kl_coef: float, target: float | None, horizon: int
+) -> FixedKLController | AdaptiveKLController:
+    if target is None:
+        return FixedKLController(kl_coef)
+    if target <= 0:
+        raise ValueError(f"kl_target must be positive (got {target}); use None for a fixed beta")
+    return AdaptiveKLController(kl_coef, target, horizon)

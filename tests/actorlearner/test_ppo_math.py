@@ -1,0 +1,166 @@
+"""PPO math against values worked out by hand (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from actorlearner.learner import ppo
+from actorlearner.learner.batch import collate, split_stale
+from actorlearner.trajectory import Trajectory
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_gae_skips_feedback_tokens():
+    # columns: 0 prompt, 1 action, 2 action, 3 env feedback, 4 action
+    mask = t([0, 1, 1, 0, 1])
+    rewards = t([0, 0, 1, 0, 2])
+    values = t([9, 0.5, 0.4, 7, 0.2])  # 9 and 7 sit on non-actions and must be ignored
+    adv, ret = ppo.gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    # col 4 (last action): delta = 2 + 0.9*0 - 0.2 = 1.8;               A = 1.8
+    # col 2: delta = 1 + 0.9*0.2 - 0.4 = 0.78;  A = 0.78 + 0.72*1.8   = 2.076
+    # col 1: delta = 0 + 0.9*0.4 - 0.5 = -0.14; A = -0.14 + 0.72*2.076 = 1.35472
+    expected_adv = t([0, 1.35472, 2.076, 0, 1.8])
+    torch.testing.assert_close(adv, expected_adv)
+    # returns = A + V on actions: 1.85472, 2.476, 2.0
+    torch.testing.assert_close(ret, t([0, 1.85472, 2.476, 0, 2.0]))
+
+
+def test_gae_rows_are_independent_and_gamma_one_lambda_one_is_reward_to_go():
+    mask = t([0, 1, 1, 1], [0, 0, 1, 1])
+    rewards = t([0, 1, 0, 3], [0, 0, 5, 0])
+    values = t([0, 0, 0, 0], [0, 0, 0, 0])
+    adv, _ = ppo.gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    # with V = 0, gamma = lambda = 1 the advantage is the undiscounted reward-to-go
+    torch.testing.assert_close(adv, t([0, 4, 3, 3], [0, 0, 5, 0]))
+
+
+def test_masked_whiten_uses_only_masked_entries():
+    x = t([1, 2, 3, 100])
+    mask = t([1, 1, 1, 0])
+    # mean 2, unbiased var ((1-2)^2 + 0 + (3-2)^2) / 2 = 1 -> [-1, 0, 1], masked entry -> 0
+    torch.testing.assert_close(ppo.masked_whiten(x, mask, eps=0.0), t([-1, 0, 1, 0]))
+
+
+def test_shaped_rewards_subtract_kl_on_actions():
+    env = t([0, 0, 1])
+    logp = t([-1, -2, -0.5])
+    ref = t([-1.5, -2, -1])
+    # kl = logp - ref = [0.5, 0, 0.5]; r = env - 0.1 * kl = [-0.05, 0, 0.95]
+    rewards, kl = ppo.shaped_rewards(env, logp, ref, t([1, 1, 1]), kl_coef=0.1)
+    torch.testing.assert_close(kl, t([0.5, 0, 0.5]))
+    torch.testing.assert_close(rewards, t([-0.05, 0, 0.95]))
+    # a non-action token pays no KL
+    rewards, _ = ppo.shaped_rewards(env, logp, ref, t([0, 1, 1]), kl_coef=0.1)
+    torch.testing.assert_close(rewards, t([0, 0, 0.95]))
+
+
+def test_clipped_policy_loss():
+    old = t([0, 0, 0])
+    logp = torch.log(t([1.5, 0.5, 1.1]))  # ratios 1.5, 0.5, 1.1
+    adv = t([1, -1, 2])
+    mask = t([1, 1, 1])
+    terms, clipped = ppo.policy_loss(logp, old, adv, mask, clip_ratio=0.2, normalizer=3)
+    # tok 1: max(-1*1.5, -1*1.2) = -1.2 (clipped)
+    # tok 2: max(+1*0.5, +1*0.8) = 0.8 (clipped)
+    # tok 3: max(-2*1.1, -2*1.1) = -2.2
+    # mean = (-1.2 + 0.8 - 2.2) / 3 = -0.8666...
+    assert terms.loss.item() == pytest.approx(-2.6 / 3)
+    assert clipped.item() == 2
+
+
+def test_clipped_policy_loss_gradient_vanishes_when_clipped():
+    logp = torch.log(t([1.5])).requires_grad_()
+    terms, _ = ppo.policy_loss(logp, t([0]), t([1]), t([1]), 0.2, 1)
+    terms.loss.backward()
+    assert logp.grad.item() == 0.0  # ratio 1.5 > 1.2 with A > 0: no push further
+
+
+def test_clipped_value_loss():
+    values = t([1.0, 0.0])
+    old = t([0.5, 0.5])
+    returns = t([2.0, 0.0])
+    terms = ppo.value_loss(values, old, returns, t([1, 1]), value_clip=0.2, normalizer=2)
+    # tok 1: V_clip = 0.5 + clamp(0.5) = 0.7; 0.5*max((1-2)^2, (0.7-2)^2) = 0.5*1.69 = 0.845
+    # tok 2: V_clip = 0.5 - 0.2 = 0.3;        0.5*max(0^2, 0.3^2)        = 0.045
+    assert terms.loss.item() == pytest.approx((0.845 + 0.045) / 2)
+
+
+def test_rank_normalizer_sums_to_global_mean():
+    # two ranks each divide by (global tokens / world): the average of their losses is the mean
+    logp, old, adv = t([-0.1, -0.3, 0.2, 0.0]), t([0, 0, 0, 0]), t([1, -2, 0.5, 3])
+    mask = t([1, 1, 0, 1])
+    full, _ = ppo.policy_loss(logp, old, adv, mask, 0.2, mask.sum())
+    halves = [
+        ppo.policy_loss(logp[s], old[s], adv[s], mask[s], 0.2, mask.sum() / 2)[0].loss
+        for s in (slice(0, 1), slice(1, 4))
+    ]
+    assert ((halves[0] + halves[1]) / 2).item() == pytest.approx(full.loss.item())
+
+
+def test_entropy_of_uniform_is_log_v():
+    assert ppo.entropy_from_logits(torch.zeros(2, 4)).tolist() == pytest.approx([math.log(4)] * 2)
+
+
+def test_kl_controllers():
+    fixed = ppo.make_kl_controller(0.1, None, 100)
+    fixed.update(5.0, 10)
+    assert fixed.value == 0.1
+    adaptive = ppo.make_kl_controller(0.1, target=1.0, horizon=100)
+    adaptive.update(2.0, 10)  # error clip(2/1 - 1) = 0.2 -> 0.1 * (1 + 0.2 * 10/100) = 0.102
+    assert adaptive.value == pytest.approx(0.102)
+    adaptive.load_state_dict({"value": 0.1})
+    adaptive.update(0.9, 10)  # error -0.1 -> 0.1 * (1 - 0.1 * 0.1) = 0.099
+    assert adaptive.value == pytest.approx(0.099)
+    with pytest.raises(ValueError, match="kl_target"):
+        ppo.make_kl_controller(0.1, target=0.0, horizon=100)
+
+
+def _traj(version=0, **kw):
+    base = dict(
+        token_ids=[5, 6, 7, 8, 9],
+        logprobs=[0, -1.0, -2.0, 0, -0.5],
+        action_mask=[0, 1, 1, 0, 1],
+        rewards=[0, 0, 0.5, 1.0, 2.0],
+        policy_version=version,
+    )
+    base.update(kw)
+    return Trajectory(**base)
+
+
+def test_collate_aligns_with_targets_and_moves_stray_rewards():
+    batch = collate(
+        [
+            _traj(),
+            _traj(
+                token_ids=[1, 2, 3], logprobs=[0, -1, -1], action_mask=[0, 1, 1], rewards=[0, 0, 1]
+            ),
+        ],
+        pad_id=0,
+    )
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [1, 2, 3, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    # column j is target token j+1
+    assert batch.action_mask.tolist() == [[1, 1, 0, 1], [1, 1, 0, 0]]
+    # the 1.0 placed on the feedback token 8 moves to the previous action token 7
+    assert batch.rewards.tolist() == [[0, 1.5, 0, 2.0], [0, 1, 0, 0]]
+    assert batch.old_logprobs.tolist() == [[-1, -2, 0, -0.5], [-1, -1, 0, 0]]
+
+
+def test_collate_rejects_bad_trajectories():
+    with pytest.raises(ValueError, match="no action tokens"):
+        collate([_traj(action_mask=[0] * 5)], 0)
+    with pytest.raises(ValueError, match="token 0"):
+        collate([_traj(action_mask=[1, 1, 1, 0, 1])], 0)
+
+
+def test_staleness_filter_counts_dropped():
+    trajs = [_traj(version=v) for v in (0, 1, 2, 3)]
+    kept, dropped = split_stale(trajs, current_version=3, max_staleness=1)
+    assert [k.policy_version for k in kept] == [2, 3]
+    assert dropped == 2
