@@ -87,7 +87,7 @@ class CodeRefineEnv(gym.Env[str, str]):
         runner: `(program, tests, limits) -> Verdict`; default the project's sandbox.
     """
 
-    metadata = {"render_modes": ["ansi", "human"]}
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
 
     def __init__(
         self,
@@ -182,12 +182,12 @@ class CodeRefineEnv(gym.Env[str, str]):
         ep.done = terminated or truncated
         if verdict is not None:
             ep.code, ep.verdict = reply.code or "", verdict
-        feedback = (
-            render_feedback(verdict, self._tests(ep.problem), self.templates)
-            if verdict is not None
-            else self.templates.no_code
-        )
-        obs = self._fit(feedback if terminated else next_user_message(feedback, self.templates))
+        if verdict is None:
+            feedback = obs = self.templates.no_code
+        else:
+            feedback = render_feedback(verdict, self._tests(ep.problem), self.templates)
+            obs = feedback if terminated else next_user_message(feedback, self.templates)
+        obs = self._fit(obs)
         ep.messages += [{"role": "assistant", "content": action}, {"role": "user", "content": obs}]
         return (
             obs,
