@@ -1,0 +1,100 @@
+"""SyntheticBugs: verified through the real sandbox, held out by (template, bug) and names."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+
+import pytest
+
+import sandbox
+from envs.sources import load_problems
+from envs.synthetic_bugs import BUG_KINDS, TEMPLATES, VOCAB, generate, split_pairs
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {s: generate(s, n=150, seed=0) for s in ("train", "test")}
+
+
+def _identifiers(code: str) -> set[str]:
+    tree = ast.parse(code)
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args}
+    names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    return names - set(dir(builtins))
+
+
+def test_every_reference_passes_and_every_bug_fails_in_the_sandbox(splits):
+    # one problem for each (template, bug) pair of both splits, plus a random sample
+    problems = {
+        (p.metadata["template"], p.metadata["bug_kind"]): p for s in splits.values() for p in s
+    }
+    chosen = list(problems.values()) + splits["train"][:10] + splits["test"][:10]
+    assert len(problems) == sum(len(t.bugs) for t in TEMPLATES)  # every pair generated
+    jobs = [(p.reference, p.tests) for p in chosen] + [
+        (p.metadata["initial_code"], p.tests) for p in chosen
+    ]
+    verdicts = sandbox.run_batch(jobs)
+    fixed, buggy = verdicts[: len(chosen)], verdicts[len(chosen) :]
+    for p, v in zip(chosen, fixed, strict=True):
+        assert v.passed, (p.task_id, v)
+    for p, v in zip(chosen, buggy, strict=True):
+        assert not v.passed, (p.task_id, v)
+
+
+def test_splits_are_disjoint_in_pairs_and_names(splits):
+    pairs = {
+        s: {(p.metadata["template"], p.metadata["bug_kind"]) for p in ps}
+        for s, ps in splits.items()
+    }
+    assert not pairs["train"] & pairs["test"]
+    assert pairs["test"] == {(t.name, b.kind) for t, b in split_pairs("test")}
+    # every template and every bug kind is seen in both splits (only the pairing is new)
+    for s in ("train", "test"):
+        assert {t for t, _ in pairs[s]} == {t.name for t in TEMPLATES}
+        assert {k for _, k in pairs[s]} == set(BUG_KINDS)
+    names = {s: set().union(*(_identifiers(p.reference) for p in ps)) for s, ps in splits.items()}
+    assert not names["train"] & names["test"], names["train"] & names["test"]
+    vocab = {s: {w for words in VOCAB[s].values() for w in words} for s in VOCAB}
+    assert not vocab["train"] & vocab["test"]
+    assert not {p.prompt for p in splits["train"]} & {p.prompt for p in splits["test"]}
+
+
+def test_problem_shape(splits):
+    for p in splits["train"][:40] + splits["test"][:40]:
+        lines = p.reference.strip().splitlines()
+        assert 5 <= len(lines) <= 12, p.reference
+        assert p.entry_point in p.prompt and p.tests[0].display.startswith("assert ")
+        assert any(t.display in p.prompt for t in p.tests)  # one example in the prompt
+        assert p.metadata["initial_code"] != p.reference
+        expl = p.metadata["reference_explanations"][0]
+        assert "{" not in expl and len(expl) > 20
+        assert p.metadata["reference_fixes"] == [p.reference]
+        assert len(p.prompt) + len(p.reference) < 900  # prompts stay a few hundred tokens
+
+
+def test_deterministic_and_seeded():
+    a = load_problems("synthetic:test", n=20, seed=3)
+    b = load_problems("synthetic:test", n=20, seed=3)
+    c = load_problems("synthetic:test", n=20, seed=4)
+    assert [(p.task_id, p.prompt, p.metadata["initial_code"], p.tests) for p in a] == [
+        (p.task_id, p.prompt, p.metadata["initial_code"], p.tests) for p in b
+    ]
+    assert [p.prompt for p in a] != [p.prompt for p in c]
+    assert load_problems("synthetic", n=2)[0].task_id.startswith("synthetic/train/")
+
+
+def test_explanation_names_the_bug():
+    p = next(p for p in generate("test", n=60) if p.metadata["template"] == "largest")
+    names = p.metadata["names"]
+    expl = p.metadata["reference_explanations"][0]
+    assert (
+        f"range(1, len({names['xs']}) - 1)" in expl
+        and f"range(1, len({names['xs']}) - 1)" in p.metadata["initial_code"]
+    )
+
+
+def test_bad_split():
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_problems("synthetic:valid")
