@@ -64,7 +64,10 @@ def initial_programs(
         prompts = [list(x["input_ids"] if hasattr(x, "keys") else x) for x in prompts]
         gens = engine.generate([ids for ids in prompts for _ in range(n)], sampling)
         for i, p in enumerate(todo):
-            texts = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens[i * n : (i + 1) * n]]
+            texts = [
+                tokenizer.decode(g.token_ids, skip_special_tokens=True)
+                for g in gens[i * n : (i + 1) * n]
+            ]
             out[p.task_id] = [extract_code(t, p) for t in texts]
     return out
 
@@ -93,7 +96,12 @@ def play(
         return records
     envs = [
         _ScriptedStarts(
-            gym.make("CodeRefine-v0", problems=list(by_task.values()), max_turns=rounds, **(env_kwargs or {})),
+            gym.make(
+                "CodeRefine-v0",
+                problems=list(by_task.values()),
+                max_turns=rounds,
+                **(env_kwargs or {}),
+            ),
             pending,
         )
         for _ in range(min(num_envs, total))
@@ -148,7 +156,9 @@ def depth_metrics(
     return metrics
 
 
-def initial_verdicts(problems: Sequence[Problem], starts: dict[str, list[str]]) -> dict[str, list[bool]]:
+def initial_verdicts(
+    problems: Sequence[Problem], starts: dict[str, list[str]]
+) -> dict[str, list[bool]]:
     """Run every starting program once in the sandbox: which already pass (round 0)."""
     import sandbox
 
@@ -181,7 +191,8 @@ def evaluate_depth(
     starts = initial_programs(engine, tokenizer, problems, samples_per_task, sampling)
     passed = initial_verdicts(problems, starts)
     failing = {
-        t: [c for c, ok in zip(codes, passed[t], strict=True) if not ok] for t, codes in starts.items()
+        t: [c for c, ok in zip(codes, passed[t], strict=True) if not ok]
+        for t, codes in starts.items()
     }
     records = play(engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs)
     return depth_metrics(records, passed, rounds)

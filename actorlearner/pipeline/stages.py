@@ -22,7 +22,9 @@ def load_problem_set(cfg: RunConfig, spec: str, split_size: int | None = None) -
     from envs.sources import load_problems
 
     if spec.startswith("synthetic"):
-        n = split_size or (cfg.data.num_synthetic_test if spec.endswith("test") else cfg.data.num_synthetic_train)
+        n = split_size or (
+            cfg.data.num_synthetic_test if spec.endswith("test") else cfg.data.num_synthetic_train
+        )
         return load_problems(spec, n=n, seed=cfg.seed)
     problems = load_problems(spec)
     limit = cfg.data.max_problems_per_source
@@ -38,7 +40,12 @@ def run_collect(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     ccfg = from_run_config(cfg, str(out))
     ccfg.policy = resolve_model_path(cfg.model.path)
     summary = collect(ccfg)
-    return {"dir": str(out), "sft": str(out / "sft.jsonl"), "pool": str(out / "pool.jsonl"), "table": summary}
+    return {
+        "dir": str(out),
+        "sft": str(out / "sft.jsonl"),
+        "pool": str(out / "pool.jsonl"),
+        "table": summary,
+    }
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -72,7 +79,9 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
                 results.setdefault(name, {})[bench] = json.loads(cached.read_text())
                 continue
             if engine is None:
-                engine = make_engine(cfg.rollout.engine if cfg.rollout.engine == "vllm" else "hf", path)
+                engine = make_engine(
+                    cfg.rollout.engine if cfg.rollout.engine == "vllm" else "hf", path
+                )
             problems = load_problem_set(cfg, bench)
             if ev.max_problems:
                 problems = problems[: ev.max_problems]
@@ -97,7 +106,11 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
 
 def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, Any]]) -> None:
     run_dir = cfg.run_dir
-    timings = json.loads((run_dir / "timings.json").read_text()) if (run_dir / "timings.json").exists() else {}
+    timings = (
+        json.loads((run_dir / "timings.json").read_text())
+        if (run_dir / "timings.json").exists()
+        else {}
+    )
     summary = {
         "name": cfg.name,
         "results": results,
@@ -110,3 +123,105 @@ def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, 
     plot_depth(results, run_dir / "depth.png")
     text = print_table(results)
     (run_dir / "summary.txt").write_text(text)
+
+
+# ----------------------------------------------------------------------------- sft
+def _start_model(cfg: RunConfig, state: RunState, after: str | None) -> str:
+    """The model a stage starts from: the previous stage's export, else the config's."""
+    if after and state.output(after).get("model"):
+        return state.output(after)["model"]
+    return resolve_model_path(cfg.model.path)
+
+
+def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
+    from actorlearner.learner.group import LearnerGroup
+    from actorlearner.learner.sft_loop import load_sft_data, train_sft
+    from actorlearner.metrics import MetricsLogger
+    from actorlearner.pipeline.components import learner_config
+
+    data_path = state.output("collect").get("sft") or str(cfg.run_dir / "data" / "sft.jsonl")
+    if not Path(data_path).exists():
+        raise FileNotFoundError(f"no SFT data at {data_path}: run the collect stage first")
+    ckpt = cfg.run_dir / "checkpoints" / "sft"
+    lcfg = learner_config(cfg, resolve_model_path(cfg.model.path), ckpt, cfg.sft.lr)
+    lcfg.sft.data = data_path
+    learner = LearnerGroup(
+        lcfg, cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank
+    )
+    logger = MetricsLogger(cfg.run_dir / "tb")
+    try:
+        from actorlearner.models import load_tokenizer
+
+        data = load_sft_data(lcfg, load_tokenizer(lcfg.model))
+        start, first = time.perf_counter(), {}
+
+        def report(metrics: dict[str, float], step: int) -> None:
+            logger.log(
+                {
+                    f"sft/{k}" if "/" not in k else k.replace("loss/", "sft/loss/"): v
+                    for k, v in metrics.items()
+                },
+                step,
+            )
+            if "eval/loss" in metrics or "loss/sft_eval" in metrics:
+                first.setdefault("held_out", metrics)
+
+        resume = ckpt.exists() and any(ckpt.iterdir())
+        last = train_sft(learner, lcfg, data, resume=resume, on_metrics=report)
+        out = cfg.run_dir / "models" / "sft"
+        learner.export_hf(out)
+    finally:
+        learner.shutdown()
+        logger.close()
+    return {
+        "model": str(out),
+        "examples": len(data.train),
+        "held_out_examples": len(data.held_out),
+        "last_metrics": last,
+        "first_eval": first.get("held_out", {}),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+# ----------------------------------------------------------------------------- train (PPO)
+def train_problems(cfg: RunConfig) -> list:
+    return [p for spec in cfg.data.train for p in load_problem_set(cfg, spec)]
+
+
+def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
+    from actorlearner.learner.group import LearnerGroup
+    from actorlearner.metrics import MetricsLogger
+    from actorlearner.pipeline.components import learner_config, rollout_config
+    from actorlearner.pipeline.train_loop import ppo_loop
+    from actorlearner.rollout.group import RolloutGroup
+
+    model = _start_model(cfg, state, "sft")
+    pool = state.output("collect").get("pool")
+    pool = pool if pool and Path(pool).exists() and Path(pool).stat().st_size else None
+    ckpt = cfg.run_dir / "checkpoints" / "ppo"
+    lcfg = learner_config(cfg, model, ckpt, cfg.train.lr)
+    learner = LearnerGroup(
+        lcfg, cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank
+    )
+    rollouts = RolloutGroup(rollout_config(cfg, model, train_problems(cfg), pool))
+    logger = MetricsLogger(cfg.run_dir / "tb")
+    try:
+        rollouts.wait_ready()
+        t = cfg.train
+        stats = ppo_loop(
+            rollouts,
+            learner,
+            t.iterations,
+            t.episodes_per_iteration,
+            t.mode,
+            ckpt,
+            logger,
+            t.checkpoint_every,
+        )
+        out = cfg.run_dir / "models" / "ppo"
+        learner.export_hf(out, merge_lora=True)
+    finally:
+        rollouts.shutdown()
+        learner.shutdown()
+        logger.close()
+    return {"model": str(out), "mode": cfg.train.mode, **stats.summary()}

@@ -1,0 +1,162 @@
+"""The PPO driver loop: rollout actors and learner ranks, sync or async.
+
+Async mode overlaps the rollout of iteration i+1 (made by the weights of version i)
+with the learner's update on iteration i's batch, so a trajectory is at most one
+version stale (`train.max_staleness` decides what the learner still accepts).
+Weights reach the actors only between rollouts, so no batch mixes two versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from actorlearner.learner.checkpoint import StopFlag, latest_tag
+from actorlearner.metrics import MetricsLogger
+from actorlearner.trajectory import Trajectory
+
+log = logging.getLogger("actorlearner")
+
+
+@dataclass
+class LoopStats:
+    iterations: int = 0
+    reward_history: list[float] = field(default_factory=list)
+    iter_s: list[float] = field(default_factory=list)
+    rollout_s: list[float] = field(default_factory=list)
+    learn_s: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"iterations": self.iterations, "reward_history": self.reward_history}
+        if self.reward_history:
+            out["reward_first"], out["reward_last"] = (
+                self.reward_history[0],
+                self.reward_history[-1],
+            )
+        if self.iter_s:
+            # overlap: iteration time against max(rollout, learn) (async ideal) and their sum (sync)
+            out["iter_s_mean"] = mean(self.iter_s)
+            out["rollout_s_mean"] = mean(self.rollout_s)
+            out["learn_s_mean"] = mean(self.learn_s)
+            out["iter_over_max"] = mean(
+                i / max(r, lr)
+                for i, r, lr in zip(self.iter_s, self.rollout_s, self.learn_s, strict=True)
+            )
+            out["iter_over_sum"] = mean(
+                i / (r + lr)
+                for i, r, lr in zip(self.iter_s, self.rollout_s, self.learn_s, strict=True)
+            )
+        return out
+
+
+def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]:
+    n = max(1, len(trajs))
+    generated = sum(sum(t.action_mask) for t in trajs)
+    terms: dict[str, float] = {}
+    for t in trajs:
+        for k, v in t.reward_terms.items():
+            terms[f"reward_terms/{k}"] = terms.get(f"reward_terms/{k}", 0.0) + v / n
+    return {
+        "rollout/reward_mean": sum(t.total_reward for t in trajs) / n,
+        "rollout/solved": sum(bool(t.stats.get("solved")) for t in trajs) / n,
+        "rollout/turns": sum(len(t.turn_ends) for t in trajs) / n,
+        "rollout/episodes": float(len(trajs)),
+        "throughput/rollout_tokens_per_s": generated / max(seconds, 1e-9),
+        "throughput/sandbox_s_per_episode": sum(float(t.stats.get("env_s", 0.0)) for t in trajs)
+        / n,
+        **terms,
+    }
+
+
+def ppo_loop(
+    rollouts,
+    learner,
+    iterations: int,
+    episodes: int,
+    mode: str,
+    checkpoint_dir: Path,
+    logger: MetricsLogger,
+    checkpoint_every: int = 5,
+) -> LoopStats:
+    """Run PPO iterations until `iterations` are done (resuming from the last checkpoint)."""
+    stats = LoopStats()
+    start_it = 0
+    if latest_tag(checkpoint_dir) is not None:
+        extra = learner.load_checkpoint(checkpoint_dir)
+        start_it = int(extra.get("iteration", 0))
+        stats.reward_history = list(extra.get("reward_history", []))
+        log.info("resumed PPO at iteration %d (policy version %d)", start_it, learner.version)
+    t = time.perf_counter()
+    rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
+    logger.log({"time/weight_sync_s": time.perf_counter() - t}, start_it)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rollout")
+    stop = StopFlag()
+    pending: Future | None = None
+
+    def timed_rollout() -> tuple[list[Trajectory], float]:
+        t0 = time.perf_counter()
+        return rollouts.rollout(episodes), time.perf_counter() - t0
+
+    try:
+        batch, rollout_s = timed_rollout()
+        for it in range(start_it, iterations):
+            # One steady-state iteration = update on batch i + produce batch i+1.
+            last = it + 1 == iterations
+            t_iter = time.perf_counter()
+            if mode == "async" and not last:
+                pending = pool.submit(timed_rollout)  # made by the current weights, version v
+            t0 = time.perf_counter()
+            metrics = learner.ppo_step(batch)  # -> version v + 1
+            learn_s = time.perf_counter() - t0
+            weights = learner.state_dict_for_actors()
+            next_batch, next_rollout_s = [], 0.0
+            if pending is not None:
+                next_batch, next_rollout_s = pending.result()
+                pending = None
+            t0 = time.perf_counter()
+            rollouts.update_weights(weights, learner.version)
+            sync_s = time.perf_counter() - t0
+            if mode == "sync" and not last:
+                next_batch, next_rollout_s = timed_rollout()
+            iter_s = time.perf_counter() - t_iter
+            if not last:
+                stats.iter_s.append(iter_s)
+                stats.rollout_s.append(next_rollout_s)
+                stats.learn_s.append(learn_s)
+            stats.iterations = it + 1
+            stats.reward_history.append(sum(t.total_reward for t in batch) / max(1, len(batch)))
+            stale = [learner.version - 1 - t.policy_version for t in batch]
+            logger.log(
+                {
+                    **metrics,
+                    **rollout_metrics(batch, rollout_s),
+                    "time/iteration_s": iter_s,
+                    "time/rollout_s": rollout_s,
+                    "time/learn_s": learn_s,
+                    "time/weight_sync_s": sync_s,
+                    "staleness/mean": sum(stale) / max(1, len(stale)),
+                    "staleness/max": float(max(stale, default=0)),
+                },
+                it + 1,
+            )
+            log.info(
+                "iter %d/%d reward %.3f solved %.0f%% (rollout %.1fs, learn %.1fs)",
+                it + 1, iterations, stats.reward_history[-1],
+                100 * sum(bool(t.stats.get("solved")) for t in batch) / max(1, len(batch)),
+                rollout_s, learn_s,
+            )  # fmt: skip
+            if last or stop.requested or (checkpoint_every and (it + 1) % checkpoint_every == 0):
+                extra = {"iteration": it + 1, "reward_history": stats.reward_history}
+                learner.save_checkpoint(checkpoint_dir, extra=extra)
+            if stop.requested or last:
+                break
+            batch, rollout_s = next_batch, next_rollout_s
+    finally:
+        stop.restore()
+        pool.shutdown(wait=True)
+    return stats
