@@ -90,21 +90,27 @@ class HFEngine:
         logps: list[list[float]] = [[] for _ in prompts]
         finish = ["length"] * len(prompts)
 
+        alive = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
         for step in range(sampling.max_new_tokens):
             next_ids, next_lp = sampler.select(logits, sampling, gen)
-            for r, t, lp in zip(rows.tolist(), next_ids.tolist(), next_lp.tolist(), strict=True):
-                tokens[r].append(t)
-                logps[r].append(lp)
-            done = torch.isin(next_ids, stops)
+            live = zip(
+                rows.tolist(), next_ids.tolist(), next_lp.tolist(), alive.tolist(), strict=True
+            )
+            for r, t, lp, a in live:
+                if a:
+                    tokens[r].append(t)
+                    logps[r].append(lp)
+            done = torch.isin(next_ids, stops) & alive
             for r in rows[done].tolist():
                 finish[r] = "stop"
-            if step == sampling.max_new_tokens - 1 or bool(done.all()):
+            alive = alive & ~done
+            if step == sampling.max_new_tokens - 1 or not bool(alive.any()):
                 break
-            keep = ~done
-            if self.prune_finished and not bool(keep.all()):
-                idx = keep.nonzero().squeeze(-1)
+            if self.prune_finished and not bool(alive.all()):
+                idx = alive.nonzero().squeeze(-1)
                 cache.batch_select_indices(idx)
                 rows, next_ids, mask, last_pos = rows[idx], next_ids[idx], mask[idx], last_pos[idx]
+                alive = alive[idx]
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             last_pos = last_pos + 1
             out = self.model(
