@@ -54,7 +54,9 @@ class CollectConfig:
     # Scale.
     num_workers: int = 2  # Ray actors; 0 = run in this process (debugging)
     cpus_per_worker: float = 1.0
-    ray_address: str = ""  # "" = start (or join) a local cluster
+    ray_address: str = (
+        ""  # "" = join $RAY_ADDRESS / a running cluster, else start one; "local" = always start one
+    )
     num_cpus: int = 0  # CPUs of a local cluster started here; 0 = all cores
 
     def validate(self) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 
 def normalize_code(code: str) -> str:
     """A canonical form: the unparsed AST (drops comments, formatting, docstring quotes style);
     for code that does not parse, the code with whitespace runs collapsed."""
     try:
-        return ast.unparse(ast.parse(code))
+        with warnings.catch_warnings():  # e.g. invalid escape sequences in model output
+            warnings.simplefilter("ignore")
+            return ast.unparse(ast.parse(code))
     except (SyntaxError, ValueError, RecursionError):
         lines = (re.sub(r"[ \t]+", " ", ln).rstrip() for ln in code.strip().splitlines())
         return "\n".join(ln for ln in lines if ln)

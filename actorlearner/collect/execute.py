@@ -12,4 +12,6 @@ def run_codes(problem: Problem, codes: list[str], limits: Limits) -> list[Verdic
         return []
     from sandbox import run_batch
 
-    return run_batch([(problem.program(code), list(problem.tests)) for code in codes], limits=limits)
+    return run_batch(
+        [(problem.program(code), list(problem.tests)) for code in codes], limits=limits
+    )

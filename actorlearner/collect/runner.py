@@ -191,7 +191,8 @@ def _execute_ray(cfg: CollectConfig, todo: list[UnitRef], done) -> dict:
 
     started_here = not ray.is_initialized()
     if started_here:
-        local = {} if cfg.ray_address else {"num_cpus": cfg.num_cpus or None}
+        starting = cfg.ray_address in ("", "local") and cfg.num_cpus > 0
+        local = {"num_cpus": cfg.num_cpus} if starting else {}
         ray.init(
             address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False, **local
         )

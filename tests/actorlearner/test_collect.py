@@ -114,7 +114,7 @@ def teacher_key(monkeypatch):
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -298,14 +298,29 @@ def test_pipeline_synthetic_references_and_self_bootstrap(tmp_path, tiny_model_d
 
 
 # ----------------------------------------------------------------------- kill and resume
-def _collect_cmd(out: Path, url: str) -> list[str]:
+def _collect_cmd(out: Path, url: str, workers: int = 1) -> list[str]:
     return [
         sys.executable, "-m", "actorlearner.cli", "collect",
         "--problems", "mbpp:train", "--max-problems", "6", "--out", str(out),
         "--sampler", "teacher", "--samples", "4", "--refiner", "teacher", "--refinements", "3",
         "--teacher-url", url, "--teacher-model", "scripted", "--teacher-key-env", KEY_ENV,
-        "--workers", "1", "--no-progress", "num_cpus=2",
+        "--workers", str(workers), "--no-progress", "num_cpus=2", "ray_address=local",
     ]  # fmt: skip
+
+
+def _reap_session(sid: int, wait_s: float = 30.0) -> None:
+    """Ray workers of the killed run exit on their own once their raylet is gone; make sure."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+        left = [int(p) for p, s in (line.split() for line in ps.splitlines()) if int(s) == sid]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.5)
 
 
 def _units(out: Path) -> int:
@@ -313,13 +328,15 @@ def _units(out: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, teacher_key):
+    """Kill a Ray run mid-way, rerun it: same datasets as an uninterrupted in-process run."""
     problems = _mbpp(6)
-    server = launch(_script(problems), tmp_path / "server", api_key_env=KEY_ENV, delay_s=0.3)
+    server = launch(_script(problems), tmp_path / "server", api_key_env=KEY_ENV, delay_s=0.2)
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     try:
         full = tmp_path / "full"
-        subprocess.run(_collect_cmd(full, server.url), check=True, env=env, timeout=300)
+        subprocess.run(_collect_cmd(full, server.url, workers=0), check=True, env=env, timeout=300)
 
         part = tmp_path / "part"
         proc = subprocess.Popen(_collect_cmd(part, server.url), env=env, start_new_session=True)
@@ -329,6 +346,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, teacher_key):
         assert proc.poll() is None, "the run finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started
         proc.wait()
+        _reap_session(proc.pid)
         killed_at = _units(part)
         assert 2 <= killed_at < 6 and not (part / "summary.json").exists()
 
