@@ -4,8 +4,20 @@ and exposes `register(app)`; imports stay lazy so `--help` is instant."""
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 
 import typer
+
+# Quiet defaults for every process of a run (Ray workers inherit them via the runtime env):
+# per-model-load progress bars and accelerator probing say nothing a user needs.
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+for _key, _value in QUIET_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 app = typer.Typer(
     help="Train code LLMs to explain and fix their own code with online RL.",
@@ -37,6 +49,13 @@ _register()
 
 
 def main() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=os.environ.get("ACTORLEARNER_LOG", "INFO"),
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+    )
     app()
 
 

@@ -32,7 +32,9 @@ def init_ray(cfg: RunConfig):
     if ray.is_initialized():
         return ray
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    from actorlearner.cli import QUIET_ENV
+
+    env = {"env_vars": {**QUIET_ENV, "OMP_NUM_THREADS": "1"}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
