@@ -203,14 +203,55 @@ def _kill_uid(uid):
     os.waitpid(pid, 0)
 
 
-def _reap_orphans():
-    while True:
+def _children():
+    """Live and zombie children of the zygote (orphans of jobs end up here too)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return None  # unknown: assume the worst
+
+
+def _kill_children():
+    """Without a job uid: SIGKILL our children until none are left (best effort)."""
+    import signal
+
+    for pid in _children() or []:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _reap_all(uid, patience_s=2.0):
+    """Wait until every child has been reaped, killing again while any remain."""
+    import time
+
+    deadline = time.monotonic() + patience_s
+    next_kill = time.monotonic() + 0.05
+    while time.monotonic() < deadline:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            return True
+        if pid:
+            continue
+        if time.monotonic() >= next_kill:
+            _kill_uid(uid) if uid is not None else _kill_children()
+            next_kill = time.monotonic() + 0.05
+        time.sleep(0.002)
+    return False
+
+
+def _end_job(pid, uid, exited):
+    """Kill and reap everything the job started; return the job child's wait status."""
+    status = os.waitpid(pid, 0)[1] if exited else None
+    if status is None or _children() != []:
+        _kill_uid(uid) if uid is not None else _kill_children()
+    if status is None:
+        status = os.waitpid(pid, 0)[1]
+    clean = _reap_all(uid)
+    return status, clean
 
 
 def _describe_exit(status):
@@ -252,9 +293,10 @@ def _wait_and_collect(pid, chan_r, deadline, max_bytes):
                     timed_out = not _exited(pidfd)
             if pidfd in ready:
                 exited = True
+        exited = exited and not timed_out
     finally:
         os.close(pidfd)
-    return data, timed_out
+    return data, timed_out, exited
 
 
 def _exited(pidfd):
@@ -276,11 +318,11 @@ def _drain(fd, data, max_bytes):
             data += chunk[: max_bytes - len(data)]
 
 
-def _run_job(job, scratch_root, counter):
+def _run_job(job, scratch_root):
     import shutil
     import time
 
-    scratch = os.path.join(scratch_root, f"job{counter}-{os.getpid()}")
+    scratch = os.path.join(scratch_root, os.urandom(12).hex())
     os.mkdir(scratch, 0o700)
     uid = job["uid"]
     if uid is not None:
@@ -303,21 +345,11 @@ def _run_job(job, scratch_root, counter):
         finally:
             os._exit(code)
     os.close(chan_w)
-    data, timed_out = _wait_and_collect(
+    data, timed_out, exited = _wait_and_collect(
         pid, chan_r, start + job["timeout_s"], job["max_result_bytes"]
     )
     duration = time.monotonic() - start
-    if uid is not None:
-        _kill_uid(uid)
-    else:
-        import signal
-
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, status = os.waitpid(pid, 0)
-    _reap_orphans()
+    status, clean = _end_job(pid, uid, exited)
     _drain(chan_r, data, job["max_result_bytes"])
     os.close(chan_r)
     output = os.pread(out_fd, job["output_bytes"], 0).decode("utf-8", "replace")
@@ -329,6 +361,7 @@ def _run_job(job, scratch_root, counter):
         "timed_out": timed_out,
         "exit": None if timed_out else _describe_exit(status),
         "duration_s": duration,
+        "clean": clean,
     }
 
 
@@ -399,14 +432,12 @@ def serve(scratch_root):
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     _send(out, {"ready": True, "uid": os.getuid()})
-    counter = 0
     while True:
         job = _recv(inp)
         if job is None:
             return
-        counter += 1
         try:
-            reply = _run_job(job, scratch_root, counter)
+            reply = _run_job(job, scratch_root)
         except Exception as exc:  # a harness bug: report it, keep serving
             reply = {"harness_error": "".join(traceback.format_exception(exc))}
         _send(out, reply)

@@ -18,7 +18,7 @@ from sandbox.types import Limits, TestCase, TestOutcome, Verdict
 
 EXIT_HINTS = {
     "SIGXCPU": "CPU time limit",
-    "SIGKILL": "killed (CPU or memory limit)",
+    "SIGKILL": "hard CPU/memory limit, or killed by itself",
     "SIGSEGV": "crashed (segmentation fault; deep recursion?)",
     "SIGXFSZ": "file size limit",
 }

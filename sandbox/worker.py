@@ -22,6 +22,7 @@ from sandbox.types import Limits
 
 # Fresh uids come from a range no real account uses; one per job.
 UID_RANGE = (1 << 20, 1 << 30)
+MAX_RESULT_BYTES = 16 << 20  # reported values per program, all tests together
 REPLY_SLACK_S = 5.0  # the zygote enforces the timeout; this only catches a dead zygote
 
 
@@ -114,7 +115,7 @@ class Worker:
             "rlimits": job_rlimits(limits),
             "uid": random.randrange(*UID_RANGE) if self.privileged else None,
             "output_bytes": limits.output_bytes,
-            "max_result_bytes": max(64 << 20, limits.output_bytes),
+            "max_result_bytes": MAX_RESULT_BYTES,
         }
         try:
             self._send(job)
