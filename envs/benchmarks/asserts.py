@@ -10,7 +10,10 @@ evaluated in the sandbox and whose `expected` value stays with the trusted paren
 - `assert EXPR is True|False|None`           -> eq test
 - `assert EXPR == OTHER` (OTHER not a literal, e.g. `set((4, 5))`) -> eq test whose
   expected value is OTHER evaluated against the reference solution (`expected_expr`)
-- `assert EXPR` / `assert not EXPR`           -> truthy test of `EXPR` / `not (EXPR)`
+- `assert EXPR` / `assert not EXPR`           -> truthy test of `not not (EXPR)` / `not (EXPR)`
+
+A dict literal is compared with `{**(EXPR)}`, so Counter/defaultdict results compare as
+`==` does in Python.
 
 The math.isclose rule is slightly stricter than isclose itself (it scales by the
 expected value only); no canonical solution is affected.
@@ -70,7 +73,9 @@ def convert_test_expr(test: ast.expr, display: str, candidate: str | None = None
         # `not (...)` runs in the sandbox; the truthy oracle then checks the bool it returns.
         negated = f"not ({ast.unparse(test.operand)})"
         return ConvertedTest(TestCase(negated, True, oracle="truthy", display=display))
-    return ConvertedTest(TestCase(ast.unparse(test), True, oracle="truthy", display=display))
+    # `not not` is Python's own truth test (a re.Match or any object reports a bool).
+    truth = f"not not ({ast.unparse(test)})"
+    return ConvertedTest(TestCase(truth, True, oracle="truthy", display=display))
 
 
 def _calls(expr: str | None, name: str) -> bool:
@@ -97,7 +102,10 @@ def _equality(test: ast.expr, display: str) -> ConvertedTest | None:
     pair = _value_and_other(left, right)
     if pair is not None:
         expr, lit = pair
-        return ConvertedTest(TestCase(ast.unparse(expr), _literal(lit), display=display))
+        expected = _literal(lit)
+        return ConvertedTest(
+            TestCase(_as_compared(ast.unparse(expr), expected), expected, display=display)
+        )
     return ConvertedTest(
         TestCase(ast.unparse(left), display=display), expected_expr=ast.unparse(right)
     )
@@ -150,6 +158,12 @@ def _abs_difference(test: ast.expr, display: str) -> ConvertedTest | None:
     expr, lit = pair
     atol = float(_literal(test.comparators[0]))
     return ConvertedTest(TestCase(ast.unparse(expr), _literal(lit), atol=atol, display=display))
+
+
+def _as_compared(expr: str, expected) -> str:
+    """`==` against a dict holds for any dict subclass (Counter, defaultdict), which the
+    sandbox reports only as a plain dict: `{**(...)}` makes one without a name lookup."""
+    return f"{{**({expr})}}" if isinstance(expected, dict) else expr
 
 
 def _literal(node: ast.expr):

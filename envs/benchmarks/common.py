@@ -60,46 +60,44 @@ def _source_or_repr(value) -> str:
 
 @dataclass
 class PendingProblem:
-    """Tests of one problem whose expected values may still need the reference."""
+    """Tests of one problem, some of whose expected values may still need the reference."""
 
     key: str
-    reference: str  # the whole program whose values are trusted
+    reference: str | None  # the whole program whose values are trusted (None: no run)
     tests: list[ConvertedTest]
 
 
-def fill_pending(
+def resolve_tests(
     items: Sequence[PendingProblem], cache_file: Path | None, strict: bool = False
-) -> list[list[TestCase]]:
-    """Fill every pending test's expected value by evaluating it against the reference.
+) -> list[tuple[list[TestCase], float | None]]:
+    """(tests, reference seconds) per item: every test is run against the reference.
 
-    A test whose reference raised cannot be judged: it is dropped with a warning, or
-    raises `ReferenceError` when `strict`.
+    The run times the reference (candidates get a multiple of it) and fills each
+    pending test's expected value. A pending test on which the reference raised cannot
+    be judged: it is dropped with a warning, or raises `ReferenceError` when `strict`.
     """
     jobs = [
-        ReferenceJob(item.key, item.reference, [t.expected_expr for t in item.tests if t.pending])  # type: ignore[misc]
+        ReferenceJob(item.key, item.reference, [t.expected_expr or t.case.expr for t in item.tests])
         for item in items
-        if any(t.pending for t in item.tests)
+        if item.reference is not None
     ]
     values = reference_values(jobs, cache_file) if jobs else {}
     out = []
     for item in items:
         got = values.get(item.key)
-        tests, j = [], 0
-        for t in item.tests:
+        tests = []
+        for j, t in enumerate(item.tests):
             if not t.pending:
                 tests.append(t.case)
-                continue
-            assert got is not None
-            if j in got.values:
+            elif got is not None and j in got.values:
                 tests.append(replace(t.case, expected=got.values[j]))
             else:
-                why = got.errors.get(j, got.errors.get(-1, "no value"))
+                why = got.errors.get(j, "no value") if got else "no reference solution"
                 msg = f"{item.key}: the reference solution fails on the test {t.case.display!r} ({why})"
                 if strict:
                     raise ReferenceError(msg)
                 warnings.warn(f"dropped a test: {msg}", stacklevel=2)
-            j += 1
-        out.append(tests)
+        out.append((tests, got.seconds if got else None))
     return out
 
 

@@ -91,6 +91,8 @@ def _compute(todo, cached, cache_file, progress) -> None:
         for start in range(0, max(len(job.exprs), 1), CHUNK)
     ]
     partial: dict[str, dict] = {}
+    failures: list[str] = []
+    failed: set[str] = set()
     batch = 64
     for lo in range(0, len(chunks), batch):
         part = chunks[lo : lo + batch]
@@ -99,42 +101,47 @@ def _compute(todo, cached, cache_file, progress) -> None:
             limits=REFERENCE_LIMITS,
         )
         for (job, start, _), verdict in zip(part, verdicts, strict=True):
+            key = _cache_key(job)
             entry = partial.setdefault(
-                _cache_key(job), {"values": {}, "errors": {}, "seconds": 0.0}
+                key, {"values": {}, "errors": {}, "seconds": 0.0, "chunks": 0}
             )
+            problem = _record(entry, start, verdict)
+            if problem:
+                failures.append(f"{job.key}: {problem}")
+                failed.add(key)
             entry["seconds"] += verdict.duration_s
-            _record(entry, start, verdict)
-            if _complete(job, entry):
-                cached[_cache_key(job)] = partial.pop(_cache_key(job))
+            entry["chunks"] += 1
+            if entry["chunks"] * CHUNK >= len(job.exprs) and key not in failed:
+                cached[key] = partial.pop(key)
+                del cached[key]["chunks"]
         if cache_file:
-            _save(cache_file, cached)
+            _save(cache_file, cached)  # only complete, clean entries: an interrupted run resumes
         if progress:
             progress(min(lo + batch, len(chunks)), len(chunks))
+    if failures:
+        raise ReferenceError(
+            f"{len(failures)} reference run(s) failed in the sandbox (is the sandbox working?): "
+            + "; ".join(failures[:5])
+        )
 
 
-def _record(entry: dict, start: int, verdict) -> None:
+def _record(entry: dict, start: int, verdict) -> str | None:
+    """Store the values (or the exception each test raised); say why when the run failed."""
     for outcome in verdict.outcomes:
-        i = start + outcome.index
-        if outcome.status == "passed" or (
-            outcome.status == "failed" and outcome.error_type is None
-        ):
-            entry["values"][str(i)] = encode(outcome.value)
-        else:
-            why = outcome.message or outcome.error_type or outcome.status
-            entry["errors"][str(i)] = f"{outcome.error_type or outcome.status}: {why}"
-    if verdict.status in ("timeout", "error") and not verdict.outcomes:
-        entry["errors"][f"program@{start}"] = f"{verdict.error_type}: {verdict.message}"
-
-
-def _complete(job: ReferenceJob, entry: dict) -> bool:
-    done = len(entry["values"]) + sum(1 for k in entry["errors"] if k.isdigit())
-    return done >= len(job.exprs) or any(k.startswith("program@") for k in entry["errors"])
+        i = str(start + outcome.index)
+        if outcome.status == "passed":
+            entry["values"][i] = encode(outcome.value)
+        elif outcome.status == "error":  # the reference raised on this input: deterministic
+            entry["errors"][i] = f"{outcome.error_type}: {outcome.message}"
+    if verdict.status in ("timeout", "error") and (verdict.error_type or not verdict.outcomes):
+        return f"{verdict.error_type}: {verdict.message}"
+    return None
 
 
 def _from_cache(entry: dict) -> ReferenceValues:
     return ReferenceValues(
         values={int(i): decode(v) for i, v in entry["values"].items()},
-        errors={int(i) if i.isdigit() else -1: msg for i, msg in entry["errors"].items()},
+        errors={int(i): msg for i, msg in entry["errors"].items()},
         seconds=float(entry["seconds"]),
     )
 

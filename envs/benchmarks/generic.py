@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from envs.benchmarks.asserts import AssertConversionError, ConvertedTest, convert_assert
-from envs.benchmarks.common import PendingProblem, call_expr, fill_pending
+from envs.benchmarks.common import PendingProblem, call_expr, resolve_tests
 from envs.benchmarks.expected import cache_path
 from envs.problem import Problem
 from sandbox.types import TestCase
@@ -141,31 +141,19 @@ def _parse_test(test, row: dict, where: str) -> ConvertedTest:
 def _build(path: Path, rows: list[tuple[int, dict]]) -> list[Problem]:
     pending = []
     for _, row in rows:
-        program = row.get("reference", "")
-        if row.get("setup_code") and program:
+        program = row.get("reference")
+        if program and row.get("setup_code"):
             program = f"{row['setup_code']}\n{program}"
         pending.append(PendingProblem(row["task_id"], program, row["_tests"] + row["_plus"]))
-    needs = [p for p in pending if any(t.pending for t in p.tests)]
-    filled = (
-        dict(
-            zip(
-                (p.key for p in needs),
-                fill_pending(needs, _cache_for(path), strict=True),
-                strict=True,
-            )
-        )
-        if needs
-        else {}
-    )
+    resolved = resolve_tests(pending, _cache_for(path), strict=True)
     problems = []
-    for (_, row), item in zip(rows, pending, strict=True):
-        tests = filled.get(item.key, [t.case for t in item.tests])
+    for (_, row), (tests, seconds) in zip(rows, resolved, strict=True):
         n = len(row["_tests"])
         extra = {
-            k: v
-            for k, v in row.items()
-            if k not in REQUIRED and k not in OPTIONAL and not k.startswith("_")
+            k: v for k, v in row.items() if k not in REQUIRED and k not in OPTIONAL and k[0] != "_"
         }
+        if seconds is not None:
+            extra["reference_seconds"] = {"base": seconds}
         problems.append(
             Problem(
                 task_id=row["task_id"],

@@ -22,8 +22,8 @@ from envs.benchmarks.asserts import ConvertedTest, convert_test_expr
 from envs.benchmarks.common import (
     PendingProblem,
     call_expr,
-    fill_pending,
     io_test,
+    resolve_tests,
     sample_inputs,
     select,
 )
@@ -49,21 +49,29 @@ def load_humaneval(
     io_values = _reference_outputs("humaneval", from_inputs, plus, parts=("base",))
     pending = [
         PendingProblem(
-            r["task_id"], r["prompt"] + r["canonical_solution"], converted[r["task_id"]] or []
+            r["task_id"],
+            _canonical(r) if converted[r["task_id"]] else None,
+            converted[r["task_id"]] or [],
         )
         for r in records
     ]
-    filled = fill_pending(pending, cache_path("humaneval", data_sha256("humaneval")))
+    resolved = resolve_tests(pending, cache_path("humaneval", data_sha256("humaneval")))
     problems = []
-    for r, tests in zip(records, filled, strict=True):
+    for r, (tests, seconds) in zip(records, resolved, strict=True):
         origin = "check"
         if converted[r["task_id"]] is None:
-            origin = "base_input"
-            tests = _io_tests(
-                r, plus[r["task_id"]]["base_input"], io_values[f"{r['task_id']}:base"], 1e-4
+            origin, values = "base_input", io_values[f"{r['task_id']}:base"]
+            tests, seconds = (
+                _io_tests(r, plus[r["task_id"]]["base_input"], values, 1e-4),
+                values.seconds,
             )
-        problems.append(_problem(r, "humaneval", tests, [], {"test_origin": origin}))
+        meta = {"test_origin": origin, "reference_seconds": {"base": seconds}}
+        problems.append(_problem(r, "humaneval", tests, [], meta))
     return problems
+
+
+def _canonical(record: dict) -> str:
+    return record["prompt"] + record["canonical_solution"]
 
 
 @register_source("humaneval+")

@@ -4,8 +4,10 @@ Splits are by task number, as in the MBPP paper: prompt 1-10, test 11-510,
 validation 511-600, train 601-974 (no split: all). Task ids are "Mbpp/<n>" for all
 three, as in EvalPlus, so one samples file serves MBPP and MBPP+.
 
-MBPP / sanitized: each `test_list` assert is converted (see `asserts.py`); the setup
-code (`test_setup_code`, sanitized `test_imports`) goes to `Problem.setup_code`. The
+MBPP / sanitized: each `test_list` assert is converted (see `asserts.py`). Sanitized
+`test_imports` go to `Problem.setup_code` (before the candidate); MBPP's
+`test_setup_code` builds test inputs from the candidate's own classes (tasks 367, 927),
+so, as in MBPP's harness, it runs after the candidate (`Problem.suffix_code`). The
 prompt is the task text plus the first test, as in the MBPP paper.
 
 MBPP+ (v0.1.0 layout, 399 tasks): `tests` = base inputs, `plus_tests` = plus inputs,
@@ -31,8 +33,8 @@ from envs.benchmarks.asserts import ConvertedTest, convert_assert
 from envs.benchmarks.common import (
     PendingProblem,
     call_expr,
-    fill_pending,
     io_test,
+    resolve_tests,
     sample_inputs,
     select,
 )
@@ -76,6 +78,7 @@ def load_mbpp(split: str | None = None, task_ids: Sequence[str] | None = None) -
             task_id=mbpp_task_id(r["task_id"]),
             text=r["text"],
             code=r["code"],
+            imports="",
             setup=r["test_setup_code"],
             tests=r["test_list"],
             challenge=r["challenge_test_list"],
@@ -96,7 +99,8 @@ def load_mbpp_sanitized(
             task_id=mbpp_task_id(r["task_id"]),
             text=r["prompt"],
             code=r["code"],
-            setup="\n".join(r["test_imports"]),
+            imports="\n".join(r["test_imports"]),
+            setup="",
             tests=r["test_list"],
             challenge=[],
         )
@@ -111,11 +115,12 @@ def _assert_problems(source: str, rows: list[dict]) -> list[Problem]:
     for row in rows:
         row["code"] = _unix(row["code"])
         row["setup"] = _unix(row["setup"]).strip()
+        row["imports"] = row["imports"].strip()
         row["entry"] = _entry_point(row["code"], row["tests"][0])
         tests = [convert_assert(t, candidate=row["entry"]) for t in row["tests"]]
-        program = f"{row['setup']}\n{row['code']}" if row["setup"] else row["code"]
+        program = "\n".join(p for p in (row["imports"], row["code"], row["setup"]) if p)
         pending.append(PendingProblem(row["task_id"], program, tests))
-    filled = fill_pending(pending, cache_path(source, data_sha256(source)))
+    resolved = resolve_tests(pending, cache_path(source, data_sha256(source)))
     return [
         Problem(
             task_id=row["task_id"],
@@ -124,10 +129,15 @@ def _assert_problems(source: str, rows: list[dict]) -> list[Problem]:
             tests=tests,
             source=source,
             reference=row["code"],
-            setup_code=row["setup"],
-            metadata={"text": row["text"], "challenge_test_list": row["challenge"]},
+            setup_code=row["imports"],
+            suffix_code=row["setup"],
+            metadata={
+                "text": row["text"],
+                "challenge_test_list": row["challenge"],
+                "reference_seconds": {"base": seconds},
+            },
         )
-        for row, tests in zip(rows, filled, strict=True)
+        for row, (tests, seconds) in zip(rows, resolved, strict=True)
     ]
 
 

