@@ -2,8 +2,10 @@
 
 The driver never blocks on one actor: it waits on all outstanding calls with a
 timeout, and an actor that dies (or runs past `call_timeout_s`) has its chunk put
-back in the queue. Ray restarts the actor (`max_restarts`); the group re-sends the
-current weights to it before its next chunk, and replaces an actor that keeps dying.
+back in the queue. Ray restarts the actor (`max_restarts`); the group then "probes"
+it by re-sending the current weights, and only gives it work once that succeeds. An
+actor that stays dead (restarts used up, or not back within `restart_timeout_s`) is
+replaced by a new one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Probe:
     actor: int
+    version: int
     deadline: float
 
 
@@ -50,6 +53,7 @@ class RolloutGroup:
         self.actors = [self._spawn(i) for i in range(cfg.num_actors)]
         self.version = 0
         self._weights: ray.ObjectRef | None = None
+        self._probes: dict[ray.ObjectRef, _Probe] = {}  # actors on their way back
         self.stats = {"actor_failures": 0, "chunk_retries": 0, "replaced_actors": 0}
 
     def _spawn(self, index: int) -> Any:
@@ -60,22 +64,38 @@ class RolloutGroup:
             max_task_retries=0,  # the group retries chunks itself, with fresh weights
         ).remote(self.cfg, index)
 
+    @property
+    def recovering(self) -> set[int]:
+        return {p.actor for p in self._probes.values()}
+
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict]:
-        """Block until every actor has built its engine and envs (or raise after timeout)."""
-        return ray.get([a.info.remote() for a in self.actors], timeout=timeout_s)
+        """Block until every actor is up with the current weights; return their info."""
+        deadline = time.monotonic() + timeout_s
+        while self._probes:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"actors {sorted(self.recovering)} not back in {timeout_s} s")
+            done, _ = ray.wait(list(self._probes), num_returns=1, timeout=self.cfg.poll_s)
+            for ref in done:
+                self._probe_done(ref, deque())
+        return self.info(timeout_s=max(1.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ weights
     def update_weights(self, state: dict[str, Any] | ray.ObjectRef, version: int) -> None:
         """Put the state in the object store once; every actor loads it as `version`."""
         ref = state if isinstance(state, ray.ObjectRef) else ray.put(state)
         self._weights, self.version = ref, int(version)
-        calls = {a.update_weights.remote(ref, version): i for i, a in enumerate(self.actors)}
+        busy = self.recovering  # their probes re-send the newest weights when they finish
+        calls = {
+            a.update_weights.remote(ref, version): i
+            for i, a in enumerate(self.actors)
+            if i not in busy
+        }
         for call, i in calls.items():
             try:
                 ray.get(call, timeout=self.cfg.call_timeout_s)
             except (RayActorError, GetTimeoutError) as exc:
-                # a dead actor gets the weights again when it is next used
-                log.warning("actor %d missed weights v%d: %s", i, version, exc)
+                log.warning("actor %d missed weights v%d (%s); recovering it", i, version, exc)
+                self._start_probe(i)
 
     # ------------------------------------------------------------------ rollouts
     def rollout(
@@ -84,9 +104,9 @@ class RolloutGroup:
         """Play `num_episodes` episodes across the actors; always returns all of them."""
         sampling = sampling or self.cfg.sampling
         queue = deque((n, 0) for n in self._chunks(num_episodes))
-        idle = deque(range(len(self.actors)))
+        busy = self.recovering
+        idle = deque(i for i in range(len(self.actors)) if i not in busy)
         pending: dict[ray.ObjectRef, _Call] = {}
-        probes: dict[ray.ObjectRef, _Probe] = {}
         out: list[Trajectory] = []
         while queue or pending:
             while queue and idle:
@@ -94,12 +114,12 @@ class RolloutGroup:
                 n, attempts = queue.popleft()
                 ref = self.actors[i].rollout.remote(n, sampling, self.version)
                 pending[ref] = _Call(i, n, attempts, time.monotonic() + self.cfg.call_timeout_s)
-            if not pending and not probes:
+            if not pending and not self._probes:
                 raise RuntimeError("no rollout actor is left to run the remaining episodes")
-            done, _ = ray.wait([*pending, *probes], num_returns=1, timeout=self.cfg.poll_s)
+            done, _ = ray.wait([*pending, *self._probes], num_returns=1, timeout=self.cfg.poll_s)
             for ref in done:
-                if ref in probes:
-                    self._probe_done(ref, probes, idle)
+                if ref in self._probes:
+                    self._probe_done(ref, idle)
                     continue
                 call = pending.pop(ref)
                 try:
@@ -107,7 +127,7 @@ class RolloutGroup:
                     idle.append(call.actor)
                 except RayActorError as exc:
                     self._requeue(call, exc, queue)
-                    self._start_probe(call.actor, probes)
+                    self._start_probe(call.actor)
             self._kill_overdue(pending)
         return out
 
@@ -128,34 +148,37 @@ class RolloutGroup:
         self.stats["chunk_retries"] += 1
         queue.appendleft((call.episodes, call.attempts + 1))
 
-    def _start_probe(self, i: int, probes: dict, deadline: float | None = None) -> None:
-        """Ask actor `i` to reload the current weights; it gets work again once that succeeds
-        (a restarted actor starts from the initial weights)."""
+    # ------------------------------------------------------------------ recovery
+    def _start_probe(self, i: int, deadline: float | None = None) -> None:
+        """Re-send the current weights to actor `i` (a restarted actor starts from the initial
+        weights); the actor gets work again once this call succeeds."""
         actor = self.actors[i]
-        ref = (
-            actor.update_weights.remote(self._weights, self.version)
-            if self._weights is not None
-            else actor.info.remote()
-        )
+        if self._weights is not None:
+            ref = actor.update_weights.remote(self._weights, self.version)
+        else:
+            ref = actor.info.remote()
         if deadline is None:
             deadline = time.monotonic() + self.cfg.restart_timeout_s
-        probes[ref] = _Probe(i, deadline)
+        self._probes[ref] = _Probe(i, self.version, deadline)
 
-    def _probe_done(self, ref: ray.ObjectRef, probes: dict, idle: deque) -> None:
-        probe = probes.pop(ref)
+    def _probe_done(self, ref: ray.ObjectRef, idle: deque) -> None:
+        probe = self._probes.pop(ref)
         try:
             ray.get(ref)
-            idle.append(probe.actor)
+            if probe.version != self.version:  # weights moved on while it was restarting
+                self._start_probe(probe.actor, probe.deadline)
+            else:
+                idle.append(probe.actor)
             return
         except ActorUnavailableError:  # still restarting: ask again shortly
             if time.monotonic() < probe.deadline:
-                time.sleep(min(1.0, self.cfg.poll_s))
-                self._start_probe(probe.actor, probes, probe.deadline)
+                time.sleep(min(0.5, self.cfg.poll_s))
+                self._start_probe(probe.actor, probe.deadline)
                 return
         except RayActorError:  # dead for good (restarts used up)
             pass
         self._replace(probe.actor)
-        self._start_probe(probe.actor, probes)
+        self._start_probe(probe.actor)
 
     def _replace(self, i: int) -> None:
         log.warning("replacing rollout actor %d with a new one", i)
@@ -178,3 +201,4 @@ class RolloutGroup:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
+        self._probes.clear()

@@ -190,6 +190,7 @@ class EpisodeRunner:
             pass_rate=float(getattr(verdict, "pass_rate", 0.0) or 0.0),
             env_s=slot.env_s,
             wall_s=time.perf_counter() - slot.started,
+            slot=slot.index,
             **extra,
         )
         slot.episode = None

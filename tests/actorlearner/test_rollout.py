@@ -1,0 +1,290 @@
+"""Rollouts with the tiny model, the real CodeRefine-v0 env, the real sandbox and real Ray."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import defaultdict
+
+import gymnasium
+import pytest
+import torch
+
+import envs  # noqa: F401  (registers CodeRefine-v0)
+from actorlearner.chat import IM_END, render, user_turn_suffix
+from actorlearner.engines.base import Generation, SamplingParams
+from actorlearner.engines.hf import HFEngine
+from actorlearner.rollout.episode import EpisodeBuilder, ReplyText
+from actorlearner.rollout.runner import EpisodeRunner
+from envs.problem import Problem
+from envs.templates import format_reply
+from sandbox.types import TestCase as Case
+
+torch.set_num_threads(1)
+
+REWARDS = [
+    {"name": "pass_rate", "weight": 2.0, "span": "code"},
+    {"name": "constant", "weight": 0.5, "span": "explanation", "label": "explained"},
+    {"name": "format", "weight": 1.0},
+]
+
+
+def problems() -> list[Problem]:
+    def make(name, op, wrong, a, b):
+        tests = [
+            Case(
+                f"{name}({x}, {y})",
+                eval(f"{x} {op} {y}"),
+                display=f"assert {name}({x}, {y}) == {eval(f'{x} {op} {y}')}",
+            )
+            for x, y in ((a, b), (b, a), (a + 1, b + 2))
+        ]
+        return Problem(
+            task_id=f"toy/{name}",
+            prompt=f"Write {name}(a, b) that returns a {op} b.",
+            entry_point=name,
+            tests=tests,
+            reference=f"def {name}(a, b):\n    return a {op} b\n",
+            metadata={"initial_code": f"def {name}(a, b):\n    return a {wrong} b\n"},
+        )
+
+    return [make("plus", "+", "-", 2, 5), make("times", "*", "+", 3, 4)]
+
+
+def make_env(max_turns: int = 2):
+    return gymnasium.make(
+        "CodeRefine-v0", problems=problems(), max_turns=max_turns, rewards=REWARDS
+    )
+
+
+class Recorder(gymnasium.Wrapper):
+    """Keeps every reset/step of a real env, to check trajectories against what it saw."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.episodes: list[dict] = []
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.episodes.append({"obs": obs, "info": info, "steps": []})
+        return obs, info
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.episodes[-1]["steps"].append((action, out))
+        return out
+
+
+class CrashWhenArmed(gymnasium.Wrapper):
+    """Kills its whole process on a step once a marker file exists (taken by one actor)."""
+
+    def __init__(self, env, marker: str):
+        super().__init__(env)
+        self.marker = marker
+
+    def step(self, action):
+        try:
+            os.rename(self.marker, self.marker + ".taken")
+        except FileNotFoundError:
+            return self.env.step(action)
+        os._exit(1)
+
+
+def crashing_env(marker: str):
+    return CrashWhenArmed(make_env(), marker)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(str(tiny_model_dir))
+
+
+def forward_logprobs(model, ids: list[int], temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    lp = torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(ids[1:])[:, None])
+    return torch.cat([torch.zeros(1), lp.squeeze(-1)])
+
+
+def runs(mask: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of 1s."""
+    out, start = [], None
+    for i, m in enumerate([*mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def expected_rewards(tok, ids, reply_runs, steps) -> list[float]:
+    """Rewards placed independently: each span reward on the first token whose prefix covers
+    the span's text, "turn" on the reply's last generated token."""
+    want = [0.0] * len(ids)
+    for (start, end), (action, (_, reward, _, _, info)) in zip(reply_runs, steps, strict=True):
+        for name, value in info["rewards_by_span"].items():
+            span = info["spans"].get(name)
+            pos = end - 1
+            if name != "turn" and span and span[1] > span[0]:
+                target = action[: span[1]]
+                pos = next(
+                    p
+                    for p in range(start, end)
+                    if tok.decode(ids[start : p + 1]).startswith(target)
+                )
+            want[pos] += value
+        assert sum(info["rewards_by_span"].values()) == pytest.approx(reward)
+    return want
+
+
+def test_runner_trajectories_are_exact(engine):
+    """Masks, logprobs, token layout and reward placement against what the real env saw."""
+    tok = engine.tokenizer
+    recorders = [Recorder(make_env()) for _ in range(3)]
+    runner = EpisodeRunner(engine, tok, recorders, overlap=True, seed=0)
+    sampling = SamplingParams(max_new_tokens=24, temperature=0.8, seed=0)
+    trajs = runner.run(7, sampling)
+    runner.close()
+    assert len(trajs) == 7
+    by_slot = defaultdict(list)
+    for t in trajs:
+        by_slot[t.stats["slot"]].append(t)
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    for slot, slot_trajs in by_slot.items():
+        for traj, ep in zip(slot_trajs, recorders[slot].episodes, strict=False):
+            ids, mask = traj.token_ids, traj.action_mask
+            prompt = tok(render(ep["info"]["messages"], True), add_special_tokens=False)[
+                "input_ids"
+            ]
+            assert ids[: len(prompt)] == prompt and not any(mask[: len(prompt)])
+            reply_runs = runs(mask)
+            assert len(reply_runs) == len(ep["steps"]) == traj.stats["turns"]
+            assert traj.turn_ends == [e - 1 for _, e in reply_runs]
+            for k, ((s, e), (action, (obs, *_))) in enumerate(
+                zip(reply_runs, ep["steps"], strict=True)
+            ):
+                stopped = ids[e - 1] == im_end
+                assert tok.decode(ids[s : e - 1 if stopped else e]) == action  # what the env got
+                nxt = e if stopped else e + 1
+                if not stopped:  # closing <|im_end|> added as context, not as an action
+                    assert ids[e] == im_end and mask[e] == 0 and traj.logprobs[e] == 0
+                if k + 1 < len(ep["steps"]):  # the feedback turn, tokenized on its own
+                    suffix = tok(user_turn_suffix(obs), add_special_tokens=False)["input_ids"]
+                    assert ids[nxt : nxt + len(suffix)] == suffix
+                    assert reply_runs[k + 1][0] == nxt + len(suffix)
+                else:
+                    assert nxt == len(ids)
+            assert sum(mask) == traj.stats["generated_tokens"]
+            fresh = forward_logprobs(engine.model, ids, 0.8)
+            m = torch.tensor(mask, dtype=torch.bool)
+            torch.testing.assert_close(torch.tensor(traj.logprobs)[m], fresh[m], atol=1e-5, rtol=0)
+            want = expected_rewards(tok, ids, reply_runs, ep["steps"])
+            assert traj.rewards == pytest.approx(want)
+            assert traj.total_reward == pytest.approx(sum(s[1][1] for s in ep["steps"]))
+            assert traj.task_id == ep["info"]["task_id"]
+
+
+def test_reward_positions_on_replies_with_explanation_and_code(engine):
+    """A well-formed reply (with multi-byte characters) gets each reward on its span's last token."""
+    tok = engine.tokenizer
+    env = make_env(max_turns=3)
+    obs, info = env.reset(seed=0)
+    builder = EpisodeBuilder(
+        tok(render(info["messages"], True), add_special_tokens=False)["input_ids"]
+    )
+    problem = next(p for p in problems() if p.task_id == info["task_id"])
+    replies = [
+        format_reply("Wrong → operator: «é» should be ok… ünïcode", "def nope(:\n  pass"),
+        format_reply("The operator is wrong — use the right one ✓", problem.reference),
+    ]
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    for text in replies:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        start = builder.add_reply(
+            Generation(ids + [im_end], [-1.0] * (len(ids) + 1), "stop"), (im_end,), im_end, 0
+        )
+        reply = ReplyText(tok, ids)
+        assert reply.text == text
+        obs, reward, terminated, _, info = env.step(reply.text)
+        positions = builder.place_rewards(reply, start, reward, info)
+        for name in ("explanation", "code"):
+            s, e = info["spans"][name]
+            pos = positions[name] - start
+            assert tok.decode(ids[: pos + 1]).startswith(text[:e])  # covers the span ...
+            assert not tok.decode(ids[:pos]).startswith(text[:e])  # ... and only just
+        assert positions["turn"] == start + len(ids)  # the emitted <|im_end|>
+        if not terminated:
+            builder.add_user_turn(tok, obs)
+    assert terminated  # the reference fix passes the real tests
+    traj = builder.build()
+    assert traj.total_reward == pytest.approx(sum(traj.rewards))
+    assert traj.reward_terms["pass_rate"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------------- Ray actors
+
+
+@pytest.fixture(scope="module")
+def ray_group(tiny_model_dir, tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from actorlearner.rollout.config import RolloutConfig
+    from actorlearner.rollout.group import RolloutGroup
+
+    marker = str(tmp_path_factory.mktemp("faults") / "crash")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cfg = RolloutConfig(
+        model_path=str(tiny_model_dir),
+        num_actors=2,
+        envs_per_actor=2,
+        num_cpus_per_actor=1,
+        env_fn=functools.partial(crashing_env, marker),
+        sampling=SamplingParams(max_new_tokens=16, temperature=1.0),
+        poll_s=0.2,
+    )
+    group = RolloutGroup(cfg)
+    try:
+        group.wait_ready()
+        yield group, marker
+    finally:
+        group.shutdown()
+        ray.shutdown()
+
+
+def test_group_rollout_and_weight_update(ray_group, tiny_model_dir):
+    from actorlearner.models import load_model
+
+    group, _ = ray_group
+    trajs = group.rollout(6)
+    assert len(trajs) == 6 and {t.policy_version for t in trajs} == {0}
+    assert {t.stats["actor"] for t in trajs} == {0, 1}
+    old, _ = load_model(tiny_model_dir)
+    new, _ = load_model(tiny_model_dir)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    group.update_weights(new.state_dict(), version=1)
+    assert [i["version"] for i in group.wait_ready()] == [1, 1]
+    trajs = group.rollout(4)
+    assert len(trajs) == 4 and {t.policy_version for t in trajs} == {1}
+    for t in trajs:
+        m = torch.tensor(t.action_mask, dtype=torch.bool)
+        got = torch.tensor(t.logprobs)[m]
+        torch.testing.assert_close(
+            got, forward_logprobs(new, t.token_ids, 1.0)[m], atol=1e-5, rtol=0
+        )
+        assert not torch.allclose(got, forward_logprobs(old, t.token_ids, 1.0)[m], atol=1e-3)
+
+
+def test_actor_death_mid_rollout_still_yields_full_batch(ray_group):
+    group, marker = ray_group
+    open(marker, "w").close()  # the first actor to step an env now dies (os._exit)
+    before = dict(group.stats)
+    trajs = group.rollout(8)
+    assert os.path.exists(marker + ".taken")  # an actor really died mid-rollout
+    assert len(trajs) == 8
+    assert group.stats["chunk_retries"] == before["chunk_retries"] + 1
+    assert {t.policy_version for t in trajs} == {group.version}  # restarted actor got the weights
+    assert [i["version"] for i in group.wait_ready()] == [group.version] * 2
+    assert len(group.rollout(4)) == 4  # and the group keeps working
