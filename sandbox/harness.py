@@ -378,7 +378,8 @@ def _become_subreaper():
 PRELOAD = (
     "abc array bisect calendar cmath collections collections.abc copy dataclasses datetime "
     "decimal enum fractions functools hashlib heapq itertools json math operator random re "
-    "statistics string sys textwrap time typing unicodedata"
+    "statistics string sys textwrap time typing unicodedata "
+    "resource signal select shutil"  # the harness's own
 ).split()
 
 
@@ -422,11 +423,27 @@ def _open_interpreter_path():
             path = os.path.dirname(path)
 
 
-def serve(scratch_root):
+def _make_scratch_root(scratch_root, private_tmp):
+    """Job dirs go under `scratch_root` (0711: enter your own dir, list nothing).
+
+    With a jail-private /tmp, /tmp itself is closed to job uids too.
+    """
+    if private_tmp:
+        os.chmod(os.path.dirname(scratch_root), 0o711)
+    os.makedirs(scratch_root, mode=0o711, exist_ok=True)
+    os.chmod(scratch_root, 0o711)
+
+
+def serve(scratch_root, private_tmp=False):
     """Zygote loop: read a job, run it in a forked child, reply; until stdin closes."""
+    import gc
+
     _become_subreaper()
     _open_interpreter_path()
+    _make_scratch_root(scratch_root, private_tmp)
     _preload()
+    gc.collect()
+    gc.freeze()  # children then leave these objects' pages shared (fewer copy-on-writes)
     inp, out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -444,4 +461,4 @@ def serve(scratch_root):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[2])  # argv: -c, <source length>, <scratch root>
+    serve(sys.argv[2], sys.argv[3] == "1")  # argv: -c, <source length>, <scratch>, <private /tmp>

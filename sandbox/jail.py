@@ -97,11 +97,17 @@ def _top(path: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def firejail_args(scratch_root: str, memory_bytes: int) -> list[str]:
+# Inside a firejail jail, job dirs live on the jail's private /tmp (a tmpfs that the
+# zygote closes to job uids): nothing is written on the host, creating and deleting
+# a dir per run is cheap, and it all vanishes with the jail.
+FIREJAIL_SCRATCH = "/tmp/jobs"
+
+
+def firejail_args(memory_bytes: int) -> list[str]:
     """firejail options: what the jail sees, and what it may do."""
     prefix = os.path.realpath(sys.base_prefix)
     exe_dir = os.path.dirname(python_executable())
-    visible = sorted({prefix, exe_dir, scratch_root})
+    visible = sorted({prefix, exe_dir})
     visible_tops = {_top(p) for p in visible}
     args = [
         "firejail",
@@ -109,6 +115,7 @@ def firejail_args(scratch_root: str, memory_bytes: int) -> list[str]:
         "--quiet",
         "--net=none",
         "--private-dev",
+        "--private-tmp",
         "--nosound",
         "--no3d",
         "--nogroups",
@@ -121,16 +128,14 @@ def firejail_args(scratch_root: str, memory_bytes: int) -> list[str]:
         if _top(path) not in SYSTEM_DIRS:
             args.append(f"--whitelist={path}")
     for entry in sorted(os.listdir("/")):
-        if entry in SYSTEM_DIRS or entry in visible_tops or entry in ("run", "var"):
+        if entry in SYSTEM_DIRS or entry in visible_tops or entry in ("run", "var", "tmp"):
             continue
         args.append(f"--blacklist=/{entry}")
-    for path in _hidden_paths():
-        if not Path(scratch_root).is_relative_to(path):
-            args.append(f"--blacklist={path}")
-    # Read-only everywhere a job's uid could write, except its scratch root.
-    for path in ("/tmp", "/var", "/dev/shm", "/etc", "/usr", prefix):
+    args += [f"--blacklist={path}" for path in _hidden_paths()]
+    # Read-only everywhere a job's uid could write (/tmp is closed by the zygote).
+    for path in ("/var", "/dev/shm", "/etc", "/usr", prefix):
         args.append(f"--read-only={path}")
-    args += ["--blacklist=/run/lock", f"--read-write={scratch_root}"]
+    args.append("--blacklist=/run/lock")
     return args
 
 
@@ -151,8 +156,17 @@ def harness_source() -> bytes:
     return Path(__file__).with_name("harness.py").read_bytes()
 
 
-def zygote_command(backend: str, scratch_root: str, memory_bytes: int) -> list[str]:
-    """The command that starts one harness zygote; write `harness_source()` to its stdin."""
-    prefix = firejail_args(scratch_root, memory_bytes) if backend == "firejail" else unshare_args()
+def zygote_command(backend: str, memory_bytes: int, host_scratch: str | None = None) -> list[str]:
+    """The command that starts one harness zygote; write `harness_source()` to its stdin.
+
+    `host_scratch` (a 0711 host dir) holds the job dirs where the backend has no
+    private /tmp (unshare); firejail ignores it.
+    """
     size = str(len(harness_source()))
-    return [*prefix, python_executable(), "-I", "-S", "-c", BOOTSTRAP, size, scratch_root]
+    if backend == "firejail":
+        prefix, scratch, private = firejail_args(memory_bytes), FIREJAIL_SCRATCH, "1"
+    else:
+        if host_scratch is None:
+            raise ValueError("the unshare backend needs a host scratch dir")
+        prefix, scratch, private = unshare_args(), host_scratch, "0"
+    return [*prefix, python_executable(), "-I", "-S", "-c", BOOTSTRAP, size, scratch, private]

@@ -55,9 +55,10 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        self._scratch_root = tempfile.mkdtemp(prefix="sandbox-")
-        os.chmod(self._scratch_root, 0o711)  # jobs may enter their own dir, not list others
-        cmd = zygote_command(self.backend, self._scratch_root, self.max_memory_mb << 20)
+        if self.backend != "firejail":
+            self._scratch_root = tempfile.mkdtemp(prefix="sandbox-")
+            os.chmod(self._scratch_root, 0o711)  # jobs may enter their own dir, not list others
+        cmd = zygote_command(self.backend, self.max_memory_mb << 20, self._scratch_root)
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
