@@ -14,7 +14,7 @@ Results = dict[str, dict[str, dict[str, Any]]]
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
 

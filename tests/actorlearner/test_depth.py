@@ -1,0 +1,86 @@
+"""Refinement-depth evaluation: the per-round arithmetic, and real episodes end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from actorlearner.engines.base import Generation, SamplingParams
+from actorlearner.pipeline.depth import EpisodeRecord, depth_metrics, evaluate_depth
+
+
+def test_depth_metrics_hand_computed():
+    # Task a: 2 samples, one passes at start (round 0), the other is fixed at round 2.
+    # Task b: 2 samples, one fixed at round 1, one never.
+    initial = {"a": [True, False], "b": [False, False]}
+    records = [
+        EpisodeRecord("a", 0, solved_at=2),
+        EpisodeRecord("b", 0, solved_at=1),
+        EpisodeRecord("b", 1, solved_at=None),
+    ]
+    m = depth_metrics(records, initial, rounds=2, ks=(1, 2))
+    # pass@1 = mean over tasks of c/n: round 0: (1/2 + 0)/2; round 1: (1/2 + 1/2)/2; round 2: (1 + 1/2)/2
+    assert m["pass@1"] == pytest.approx([0.25, 0.5, 0.75])
+    # pass@2 with n=2: 1 if c >= 1: round 0: (1 + 0)/2; round 1: (1 + 1)/2
+    assert m["pass@2"] == pytest.approx([0.5, 1.0, 1.0])
+    # refinement success: round 1 fixes 1 of the 3 failing; round 2 fixes 1 of the 2 left
+    assert m["refine_success"] == pytest.approx([0.0, 1 / 3, 1 / 2])
+    assert m["num_tasks"] == 2 and m["samples_per_task"] == 2
+
+
+def test_pass_at_k_needs_enough_samples():
+    m = depth_metrics([EpisodeRecord("a", 0, 1)], {"a": [False]}, rounds=1, ks=(1, 10))
+    assert "pass@10" not in m  # n=1 < k=10: not estimable, so not reported
+    assert m["pass@1"] == [0.0, 1.0]
+
+
+class ScriptedPolicy:
+    """A policy whose replies are fixed texts (turn by turn), tokenized with the real
+    tokenizer: it checks that evaluation counts a fix at the round it happened."""
+
+    version = 0
+
+    def __init__(self, tokenizer, replies_by_turn):
+        self.tokenizer = tokenizer
+        self.replies = replies_by_turn
+        self.calls = 0
+
+    def generate(self, prompts, sampling: SamplingParams):
+        turn_texts = {}
+        out = []
+        for ids in prompts:
+            text = self.tokenizer.decode(ids)
+            turn = text.count("<|im_start|>assistant") - 1
+            reply = self.replies(text, turn)
+            turn_texts[turn] = reply
+            tok = self.tokenizer(reply + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            out.append(Generation(tok, [0.0] * len(tok), "stop"))
+        self.calls += 1
+        return out
+
+    def load_weights(self, state_dict, version):  # pragma: no cover - not used
+        self.version = version
+
+
+def test_evaluate_depth_counts_fixes_per_round(tiny_model_dir):
+    from actorlearner.models import load_tokenizer
+    from envs.sources import load_problems
+    from envs.templates import format_reply
+
+    problems = load_problems("synthetic:test", n=4, seed=3)
+    fixes = {p.task_id: p.metadata["reference_fixes"][0] for p in problems}
+    tokenizer = load_tokenizer(tiny_model_dir)
+
+    def replies(prompt_text: str, turn: int) -> str:
+        # turn 0: restate the buggy code (still wrong); turn 1: the verified fix,
+        # but only for the first two problems; the others keep the bug.
+        task = next(p for p in problems if p.metadata["initial_code"].strip()[:40] in prompt_text)
+        if turn >= 1 and problems.index(task) < 2:
+            return format_reply("The comparison is wrong.", fixes[task.task_id])
+        return format_reply("I am not sure.", task.metadata["initial_code"])
+
+    metrics = evaluate_depth(ScriptedPolicy(tokenizer, replies), tokenizer, problems, rounds=3, num_envs=2)
+    assert metrics["pass@1"] == pytest.approx([0.0, 0.0, 0.5, 0.5])
+    assert metrics["refine_success"] == pytest.approx([0.0, 0.0, 0.5, 0.0])
+    assert not any(math.isnan(x) for x in metrics["pass@1"])
