@@ -354,35 +354,46 @@ class DeepSpeedLearner:
         return metrics
 
     # ------------------------------------------------------- weights & export
+    def _on_rank0_gathered(self, fn):
+        """fn(policy) on rank 0 with full (ZeRO-3 gathered) parameters; None elsewhere. Collective."""
+        if not self.zero3:
+            return fn(self.policy) if self.rank == 0 else None
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.policy.parameters()), modifier_rank=None):
+            return fn(self.policy) if self.rank == 0 else None
+
     def state_dict_for_actors(self) -> dict[str, torch.Tensor] | None:
         """Full HF-layout weights (LoRA merged) on rank 0, None elsewhere. Collective."""
-        if self.zero3:
-            import deepspeed
-
-            params = list(self.policy.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                state = merged_state_dict(self.policy) if self.rank == 0 else None
-        else:
-            state = merged_state_dict(self.policy) if self.rank == 0 else None
+        state = self._on_rank0_gathered(merged_state_dict)
         return {k: v.cpu() for k, v in state.items()} if state is not None else None
 
     def export_hf(self, directory: str | Path, merge_lora: bool = True) -> Path | None:
-        """Write a `from_pretrained`-loadable model dir (+ tokenizer, value head) on rank 0."""
+        """Write a `from_pretrained`-loadable model dir (+ tokenizer, value head) on rank 0.
+
+        merge_lora=False (LoRA only) writes the PEFT adapter instead of merged weights.
+        """
         from safetensors.torch import save_file
         from transformers import AutoModelForCausalLM
 
         out = Path(directory)
-        state = self.state_dict_for_actors()
-        value_head = {
-            k: v.detach().clone().cpu() for k, v in self.policy.value_head.state_dict().items()
-        }
+        adapter_only = self.policy.use_lora and not merge_lora
+
+        def collect(policy: PolicyWithValue):
+            head = {k: v.detach().clone().cpu() for k, v in policy.value_head.state_dict().items()}
+            if adapter_only:
+                out.mkdir(parents=True, exist_ok=True)
+                policy.lm.save_pretrained(out)  # PEFT adapter, names the base model
+                return None, head
+            return merged_state_dict(policy), head
+
+        result = self._on_rank0_gathered(collect)
         if self.rank != 0:
             barrier()
             return None
+        state, value_head = result
         out.mkdir(parents=True, exist_ok=True)
-        if self.policy.use_lora and not merge_lora:
-            self.policy.lm.save_pretrained(out)  # PEFT adapter next to the base model name
-        else:
+        if state is not None:
             config = base_lm(self.policy).config
             model = AutoModelForCausalLM.from_config(config, dtype=next(iter(state.values())).dtype)
             model.load_state_dict(state)

@@ -35,7 +35,10 @@ def init_distributed(
             )
         return
     os.environ["MASTER_ADDR"] = master_addr
-    os.environ["MASTER_PORT"] = str(master_port or os.environ.get("MASTER_PORT") or free_port())
+    if master_port is None:
+        # a lone rank never reuses an inherited port (a parent process may hold it)
+        master_port = free_port() if world_size == 1 else int(os.environ["MASTER_PORT"])
+    os.environ["MASTER_PORT"] = str(master_port)
     os.environ["RANK"] = str(rank)
     os.environ["LOCAL_RANK"] = str(
         rank if backend != "nccl" else rank % max(1, torch.cuda.device_count())

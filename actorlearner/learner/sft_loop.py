@@ -84,6 +84,8 @@ def train_sft(
                     return metrics
     finally:
         stop.restore()
+    if held and "eval/loss" not in metrics:
+        metrics.update(learner.sft_eval(held))
     if ckpt is not None:
         learner.save_checkpoint(ckpt, extra={"data": {"epoch": s.epochs, "batch": 0}})
     return metrics
