@@ -128,6 +128,7 @@ class CodeRefineEnv(gym.Env[str, str]):
     def _starts(self) -> list[tuple[str, str, PoolEntry | None]]:
         """Episode starts: (task_id, wrong code, pool entry) from the pool, else from
         problems that carry `metadata["initial_code"]`."""
+        starts: list[tuple[str, str, PoolEntry | None]]
         if self.pool:
             starts = [(e.task_id, e.wrong_code, e) for e in self.pool if e.task_id in self.problems]
             if not starts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -66,7 +67,7 @@ class Templates:
     max_value_chars: int = 300
 
     @classmethod
-    def from_overrides(cls, overrides: Templates | dict[str, Any] | None) -> Templates:
+    def from_overrides(cls, overrides: Templates | Mapping[str, Any] | None) -> Templates:
         """Build from a `Templates`, a dict of field overrides, or None (defaults)."""
         if overrides is None:
             return cls()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 _DATAFLOW_WARNING = "There is no reference data-flows"
 
@@ -21,16 +22,22 @@ _FILTER = _DropDataflowWarning()
 def max_codebleu(
     code: str,
     references: tuple[str, ...] | list[str],
-    weights: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
+    weights: Sequence[float] = (0.25, 0.25, 0.25, 0.25),
 ) -> float:
     """max over references r of calc_codebleu([r], [code], lang="python")["codebleu"]."""
     from codebleu import calc_codebleu
+
+    if len(weights) != 4:
+        raise ValueError(
+            f"codebleu weights must be 4 numbers (ngram, weighted, syntax, dataflow), got {weights}"
+        )
+    a, b, c, d = (float(x) for x in weights)
 
     root = logging.getLogger()
     root.addFilter(_FILTER)
     try:
         scores = [
-            calc_codebleu([ref], [code], lang="python", weights=weights)["codebleu"]
+            calc_codebleu([ref], [code], lang="python", weights=(a, b, c, d))["codebleu"]
             for ref in references
             if ref.strip()
         ]

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from envs.problem import Problem
 from envs.templates import ParsedReply
@@ -84,7 +84,11 @@ def _load_entry_point(name: str) -> RewardTerm | None:
             fn = ep.load()
             if name not in _TERMS:  # the module may have registered itself on import
                 span = getattr(fn, "reward_span", "turn")
-                _TERMS[name] = RewardTerm(name, fn, span, inspect.getdoc(fn) or "")
+                if span not in SPANS:
+                    raise ValueError(
+                        f"reward term {name!r} ({ep.value}): span {span!r} not in {SPANS}"
+                    )
+                _TERMS[name] = RewardTerm(name, fn, cast(Span, span), inspect.getdoc(fn) or "")
             return _TERMS[name]
     return None
 
