@@ -122,7 +122,7 @@ _WORDS = ("Apple", "tree", "queue", "sky", "Ocean", "bUg", "idea", "rhythm", "Un
 
 
 def _texts(rng: random.Random) -> list[tuple]:
-    out: list[tuple] = [("",), ("Umbrella Under",)]
+    out: list[tuple] = [("",), ("Umbrella under",)]
     out += [(" ".join(rng.sample(_WORDS, rng.randint(1, 4))),) for _ in range(5)]
     return out
 
@@ -384,6 +384,46 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
                 "The loop skips the last element: `{xs}[:-1]` must be `{xs}`."),
         ),
         held_out="wrong_operator",
+    ),
+    FunctionTemplate(
+        "smallest",
+        "def {f}({xs}):\n    if len({xs}) == 0:\n        return 0\n    {acc} = {xs}[0]\n"
+        "    for {x} in {xs}:\n        if {x} < {acc}:\n            {acc} = {x}\n    return {acc}\n",
+        "Write a function `{f}({xs})` that returns the smallest number in the list `{xs}`, or 0 "
+        "if the list is empty.",
+        _lists([([],), ([4, 2, 8],), ([3, 5, 1],)]),
+        (
+            Bug("wrong_comparison", "if {x} < {acc}:", "if {x} > {acc}:",
+                "The comparison is reversed: `{x} > {acc}` keeps the largest element; it must be "
+                "`{x} < {acc}`."),
+            Bug("wrong_variable", "return {acc}", "return {x}",
+                "`return {x}` returns the last element seen by the loop instead of the smallest "
+                "one, `{acc}`."),
+            Bug("missing_case", "    if len({xs}) == 0:\n        return 0\n", "",
+                "The empty list is not handled: `{xs}[0]` raises IndexError; return 0 when "
+                "`{xs}` is empty."),
+            Bug("wrong_constant", "return 0", "return -1",
+                "For an empty list the code returns -1; it must return 0."),
+        ),
+        held_out="wrong_variable",
+    ),
+    FunctionTemplate(
+        "capitalize_words",
+        "def {f}({s}):\n    {out} = []\n    for {w} in {s}.split():\n"
+        "        {out}.append({w}[0].upper() + {w}[1:])\n    return \" \".join({out})\n",
+        "Write a function `{f}({s})` that returns the words of the string `{s}` with the first "
+        "letter of each in upper case, joined by single spaces.",
+        _texts,
+        (
+            Bug("off_by_one", "{w}[1:]", "{w}[2:]",
+                "`{w}[2:]` drops the second letter of every word; the rest of the word is "
+                "`{w}[1:]`."),
+            Bug("wrong_constant", '" ".join', '"".join',
+                'The words are joined with "", so the spaces disappear; join them with " ".'),
+            Bug("wrong_variable", "{w}[0].upper()", "{s}[0].upper()",
+                "`{s}[0]` is the first letter of the whole string, not of the word `{w}`."),
+        ),
+        held_out="wrong_constant",
     ),
 )  # fmt: skip
 
