@@ -74,6 +74,14 @@ class RolloutWorker:
         self.engine.load_weights(state, version)
         return self.engine.version
 
+    # NCCL weight sync (vLLM engines on GPUs); learner rank 0 sends concurrently
+    def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
+        self.engine.init_weight_sync(host, port, rank_offset, world_size)  # type: ignore[attr-defined]
+
+    def receive_weights(self, plan: list, version: int) -> int:
+        self.engine.receive_weights(plan, version)  # type: ignore[attr-defined]
+        return self.engine.version
+
     def info(self) -> dict[str, Any]:
         return {
             "index": self.index,

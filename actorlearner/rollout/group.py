@@ -97,6 +97,19 @@ class RolloutGroup:
                 log.warning("actor %d missed weights v%d (%s); recovering it", i, version, exc)
                 self._start_probe(i)
 
+    # NCCL path (GPU, vLLM): learner rank 0 is rank 0 of the group, each actor's vLLM
+    # workers follow. Both calls return Ray refs: the learner must send at the same time.
+    def init_nccl_sync(self, host: str, port: int, workers_per_actor: int = 1) -> list:
+        world = 1 + workers_per_actor * len(self.actors)
+        return [
+            a.init_weight_sync.remote(host, port, 1 + i * workers_per_actor, world)
+            for i, a in enumerate(self.actors)
+        ]
+
+    def receive_nccl_weights(self, plan: list, version: int) -> list:
+        self.version = int(version)
+        return [a.receive_weights.remote(plan, version) for a in self.actors]
+
     # ------------------------------------------------------------------ rollouts
     def rollout(
         self, num_episodes: int, sampling: SamplingParams | None = None
