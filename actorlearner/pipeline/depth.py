@@ -27,6 +27,7 @@ class EpisodeRecord:
     sample: int
     solved_at: int | None  # refinement round at which all tests passed (0 = start program)
     replies: list[str] = field(default_factory=list)
+    context: str = ""  # the episode's first prompt, as text
 
 
 class _ScriptedStarts(gym.Wrapper):
@@ -114,16 +115,35 @@ def play(
     counters: dict[str, int] = defaultdict(int)
     for traj in trajectories:
         solved = bool(traj.stats.get("solved"))
+        runs = action_runs(traj.action_mask)
+        ids = traj.token_ids
         records.append(
             EpisodeRecord(
                 task_id=traj.task_id,
                 sample=counters[traj.task_id],
                 solved_at=len(traj.turn_ends) if solved else None,
-                replies=list(traj.stats.get("replies", [])),
+                replies=[tokenizer.decode(ids[a:b], skip_special_tokens=True) for a, b in runs],
+                context=tokenizer.decode(ids[: runs[0][0]], skip_special_tokens=True)
+                if runs
+                else "",
             )
         )
         counters[traj.task_id] += 1
     return records
+
+
+def action_runs(mask: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of policy-generated tokens (one per reply)."""
+    runs, start = [], None
+    for i, m in enumerate(mask):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, len(mask)))
+    return runs
 
 
 def depth_metrics(
@@ -185,8 +205,10 @@ def evaluate_depth(
     max_new_tokens: int = 256,
     num_envs: int = 16,
     seed: int = 0,
+    judge: Any = None,
 ) -> dict[str, Any]:
-    """Metrics for one benchmark: pass@1/pass@10 per round 0..R and refinement success."""
+    """Metrics for one benchmark: pass@1/pass@10 per round 0..R and refinement success;
+    with `judge` (a TeacherConfig), also the judge's explanation scores (first replies)."""
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     starts = initial_programs(engine, tokenizer, problems, samples_per_task, sampling)
     passed = initial_verdicts(problems, starts)
@@ -195,4 +217,22 @@ def evaluate_depth(
         for t, codes in starts.items()
     }
     records = play(engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs)
-    return depth_metrics(records, passed, rounds)
+    metrics = depth_metrics(records, passed, rounds)
+    if judge is not None:
+        metrics["judge"] = judge_first_replies(records, problems, judge, seed)
+    return metrics
+
+
+def judge_first_replies(
+    records: Sequence[EpisodeRecord], problems: Sequence[Problem], judge: Any, seed: int
+) -> dict:
+    from actorlearner.pipeline.judge import JudgeItem, judge_explanations
+    from envs.templates import parse_reply
+
+    entry = {p.task_id: p.entry_point for p in problems}
+    items = []
+    for r in records:
+        if r.replies:
+            parsed = parse_reply(r.replies[0], entry[r.task_id])
+            items.append(JudgeItem(r.context, parsed.explanation, parsed.code or ""))
+    return judge_explanations(items, judge, seed=seed)

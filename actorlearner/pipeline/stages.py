@@ -59,6 +59,16 @@ def models_to_evaluate(cfg: RunConfig, state: RunState) -> dict[str, str]:
     return models
 
 
+def judge_config(cfg: RunConfig):
+    """The explanation judge's endpoint, when the config names one."""
+    j = cfg.evaluate.judge
+    if not j.url:
+        return None
+    from actorlearner.teacher import TeacherConfig
+
+    return TeacherConfig(base_url=j.url, model=j.model, api_key_env=j.api_key_env)
+
+
 def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     """Refinement-depth evaluation of every model of the run on every benchmark."""
     import torch
@@ -95,6 +105,7 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
                 temperature=ev.temperature,
                 max_new_tokens=ev.max_new_tokens,
                 seed=cfg.seed,
+                judge=judge_config(cfg),
             )
             metrics["eval_s"] = round(time.perf_counter() - start, 1)
             write_json_atomic(cached, metrics)

@@ -84,3 +84,38 @@ def test_evaluate_depth_counts_fixes_per_round(tiny_model_dir):
     assert metrics["pass@1"] == pytest.approx([0.0, 0.0, 0.5, 0.5])
     assert metrics["refine_success"] == pytest.approx([0.0, 0.0, 0.5, 0.0])
     assert not any(math.isnan(x) for x in metrics["pass@1"])
+
+
+def test_judge_scores_explanations_over_real_http(tiny_model_dir, tmp_path):
+    """Table-9 style judging against a real OpenAI-compatible server process."""
+    from actorlearner.collect.testing_server import launch
+    from actorlearner.models import load_tokenizer
+    from actorlearner.pipeline.judge import parse_scores
+    from actorlearner.teacher import TeacherConfig
+    from envs.sources import load_problems
+    from envs.templates import format_reply
+
+    script = {
+        "rules": [{"match": "The loop is wrong", "replies": ["Correctness: 4\nHelpfulness: 5"]}],
+        "default": ["I refuse to grade."],
+    }
+    server = launch(script, tmp_path / "judge")
+    try:
+        problems = load_problems("synthetic:test", n=2, seed=5)
+        tokenizer = load_tokenizer(tiny_model_dir)
+        first = problems[0].metadata["initial_code"]
+
+        def replies(prompt_text: str, turn: int) -> str:
+            expl = "The loop is wrong." if first.strip()[:40] in prompt_text else "No idea."
+            return format_reply(expl, "def f():\n    return 0\n")
+
+        metrics = evaluate_depth(
+            ScriptedPolicy(tokenizer, replies), tokenizer, problems, rounds=1, num_envs=2,
+            judge=TeacherConfig(base_url=server.url, model="judge", api_key_env=None),
+        )  # fmt: skip
+    finally:
+        server.stop()
+    # one explanation graded 4/5, the other answer did not follow the format
+    assert metrics["judge"] == {"judged": 1, "unparsed": 1, "correctness": 4, "helpfulness": 5}
+    assert parse_scores("correctness: 2\nHelpfulness:3") == {"correctness": 2, "helpfulness": 3}
+    assert parse_scores("Correctness: 9") is None
