@@ -85,6 +85,16 @@ class CodeRefineEnv(gym.Env[str, str]):
         plus_tests: also run the problem's EvalPlus tests.
         problem_options: keyword options for the problem loader (e.g. n, seed).
         runner: `(program, tests, limits) -> Verdict`; default the project's sandbox.
+
+    `reset` info: "system" (system prompt), "messages" (chat so far), "task_id",
+    "initial_code", "verdict" (of the initial code), "turn". `step` info: "verdict"
+    (None when the reply had no code), "reward_terms" (label -> weighted contribution,
+    summing to the reward), "reward_raw" (label -> raw term value), "spans"
+    ({"explanation"|"code": (start, end)} character offsets into the reply, empty when
+    absent), "rewards_by_span" ({"explanation"|"code"|"turn": value}, rewards of absent
+    spans moved to "turn"), "explanation", "code", "feedback", "pass_rate", "turn",
+    "task_id". A reply with no code is not run: the format term penalises it and the
+    next observation says so.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
