@@ -5,7 +5,7 @@ True, a patched `AssertionError`). So each assert becomes a `TestCase` whose `ex
 evaluated in the sandbox and whose `expected` value stays with the trusted parent:
 
 - `assert EXPR == LITERAL` (either side)      -> eq test, expected = the literal
-- `assert math.isclose(EXPR, LIT, rel_tol=r, abs_tol=a)` -> eq test, atol = max(r*|LIT|, a)
+- `assert math.isclose(EXPR, LIT, rel_tol=r, abs_tol=a)` -> eq test, atol = max(r*|LIT|/(1-r), a)
 - `assert abs(EXPR - LIT) < TOL`               -> eq test, atol = TOL
 - `assert EXPR is True|False|None`           -> eq test
 - `assert EXPR == OTHER` (OTHER not a literal, e.g. `set((4, 5))`) -> eq test whose
@@ -15,8 +15,8 @@ evaluated in the sandbox and whose `expected` value stays with the trusted paren
 A dict literal is compared with `{**(EXPR)}`, so Counter/defaultdict results compare as
 `==` does in Python.
 
-The math.isclose rule is slightly stricter than isclose itself (it scales by the
-expected value only); no canonical solution is affected.
+The math.isclose rule accepts every value isclose accepts (and, below the expected
+value, up to a factor 1/(1 - rel_tol) more).
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def _isclose(test: ast.expr, display: str) -> ConvertedTest | None:
     if set(tol) - {"rel_tol", "abs_tol"} or len(tol) != len(test.keywords):
         return None
     rel, absolute = tol.get("rel_tol", 1e-9), tol.get("abs_tol", 0.0)
-    atol = max(rel * abs(expected), absolute)
+    # isclose: |a - b| <= max(rel * max(|a|, |b|), abs_tol); the widest |a - b| that can
+    # satisfy it for a given b is rel * |b| / (1 - rel).
+    atol = max(rel * abs(expected) / (1 - rel), absolute)
     return ConvertedTest(TestCase(ast.unparse(expr), expected, atol=atol, display=display))
 
 

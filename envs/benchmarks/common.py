@@ -9,8 +9,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from envs.benchmarks.asserts import ConvertedTest
-from envs.benchmarks.expected import ReferenceError, ReferenceJob, reference_values
-from envs.benchmarks.values import to_source
+from envs.benchmarks.expected import (
+    ReferenceError,
+    ReferenceJob,
+    ReferenceValues,
+    as_plain_dict,
+    reference_values,
+)
+from envs.benchmarks.values import from_source, to_source
 from sandbox.types import TestCase
 
 DEFAULT_FLOAT_ATOL = 1e-6  # EvalPlus: floats never compare exactly, even when atol is 0
@@ -31,24 +37,50 @@ def is_floats(value) -> bool:
     )
 
 
-def io_test(expr: str, expected, atol: float = 0.0, oracle: str = "eq") -> TestCase:
-    """An input/output test with EvalPlus's float rule and a readable assert as display."""
+def io_test(expr: str, expected, atol: float = 0.0, oracle: str = "eq", call: str = "") -> TestCase:
+    """An input/output test with EvalPlus's float rule and a readable assert as display
+    (`call`: the expression to show, when `expr` wraps it)."""
+    call = call or expr
     if oracle == "find_zero":
         xs = to_source(expected)
-        return TestCase(
-            expr,
-            expected,
-            atol=atol,
-            oracle=oracle,
-            display=f"assert abs(poly({xs}, {expr})) <= {atol}",
-        )
+        display = f"assert abs(poly({xs}, {call})) <= {atol}"
+        return TestCase(expr, expected, atol=atol, oracle=oracle, display=display)
     if atol == 0 and is_floats(expected):
         atol = DEFAULT_FLOAT_ATOL
     shown = _source_or_repr(expected)
-    display = f"assert {expr} == {shown}"
+    display = f"assert {call} == {shown}"
     if atol:
-        display = f"assert math.isclose({expr}, {shown}, abs_tol={atol})"
+        display = f"assert math.isclose({call}, {shown}, abs_tol={atol})"
     return TestCase(expr, expected, atol=atol, oracle=oracle, display=display)
+
+
+def reference_tests(
+    key: str, calls: Sequence[str], got: ReferenceValues, atol: float, find_zero: bool = False
+) -> list[TestCase]:
+    """Input/expected tests from the reference's outputs on `calls` (EvalPlus style).
+
+    An input on which the reference raised (or returned a value the sandbox cannot
+    report) has no expected output: it is left out, with one warning per task.
+    """
+    tests = []
+    for i, call in enumerate(calls):
+        if i not in got.values:
+            continue
+        if find_zero:  # HumanEval/32: any root passes; `expected` holds the coefficients
+            xs = from_source(call[call.index("(") + 1 : -1])
+            tests.append(
+                io_test(got.exprs[i], list(xs), atol or 1e-4, oracle="find_zero", call=call)
+            )
+        else:
+            tests.append(io_test(got.exprs[i], got.values[i], atol, call=call))
+    if len(tests) < len(calls):
+        first = next(iter(got.errors.values()), "no value")
+        warnings.warn(
+            f"{key}: left out {len(calls) - len(tests)} of {len(calls)} tests on which the "
+            f"reference solution fails ({first})",
+            stacklevel=2,
+        )
+    return tests
 
 
 def _source_or_repr(value) -> str:
@@ -90,7 +122,9 @@ def resolve_tests(
             if not t.pending:
                 tests.append(t.case)
             elif got is not None and j in got.values:
-                tests.append(replace(t.case, expected=got.values[j]))
+                wrapped = got.exprs[j] != t.expected_expr  # a dict subclass: compare as a dict
+                expr = as_plain_dict(t.case.expr) if wrapped else t.case.expr
+                tests.append(replace(t.case, expr=expr, expected=got.values[j]))
             else:
                 why = got.errors.get(j, "no value") if got else "no reference solution"
                 msg = f"{item.key}: the reference solution fails on the test {t.case.display!r} ({why})"

@@ -14,10 +14,11 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sandbox.codec import decode
@@ -44,6 +45,7 @@ class ReferenceValues:
     values: dict[int, object] = field(default_factory=dict)  # expr index -> value
     errors: dict[int, str] = field(default_factory=dict)  # expr index -> why no value
     seconds: float = 0.0  # sandbox wall time of the reference over these exprs
+    exprs: list[str] = field(default_factory=list)  # the expressions run (see `as_plain_dict`)
 
 
 class ReferenceError(RuntimeError):
@@ -67,12 +69,66 @@ def reference_values(
     cache_file: Path | None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, ReferenceValues]:
-    """Values of every job's expressions under its reference, from cache or the sandbox."""
+    """Values of every job's expressions under its reference, from cache or the sandbox.
+
+    The sandbox reports exact builtin types only; where the reference returns a dict
+    subclass (Counter, defaultdict, OrderedDict, which `==` treats as a dict), that
+    expression is re-run as `{**(expr)}` and the returned `exprs` say so: tests must
+    evaluate the same expression in the candidate.
+    """
+    out = _values(jobs, cache_file, progress)
+    retry = []
+    for job in jobs:
+        wrap = {i for i, why in out[job.key].errors.items() if DICT_SUBCLASS_ERROR.search(why)}
+        if wrap:
+            exprs = [as_plain_dict(e) if i in wrap else e for i, e in enumerate(job.exprs)]
+            retry.append(ReferenceJob(job.key, job.program, exprs))
+    if retry:
+        out.update(_values(retry, cache_file, progress))
+    return out
+
+
+DICT_SUBCLASS_ERROR = re.compile(
+    r"EncodeError: cannot report a value of type '(Counter|defaultdict|OrderedDict)'"
+)
+
+
+def as_plain_dict(expr: str) -> str:
+    """The value of `expr` as an exact dict, without a name lookup the program could shadow."""
+    return f"{{**({expr})}}"
+
+
+def _values(jobs, cache_file, progress) -> dict[str, ReferenceValues]:
     cached = _load(cache_file) if cache_file else {}
     todo = [job for job in jobs if _cache_key(job) not in cached]
     if todo:
-        _compute(todo, cached, cache_file, progress)
-    return {job.key: _from_cache(cached[_cache_key(job)]) for job in jobs}
+        _compute(todo, cached, cache_file, progress or _bar(todo))
+    return {
+        job.key: replace(_from_cache(cached[_cache_key(job)]), exprs=list(job.exprs))
+        for job in jobs
+    }
+
+
+def _bar(todo: Sequence[ReferenceJob]) -> Callable[[int, int], None]:
+    """A progress bar on stderr for the one-off computation (it can take minutes)."""
+    from tqdm.auto import tqdm
+
+    n = sum(len(j.exprs) for j in todo)
+    bar = tqdm(
+        total=None,
+        desc=f"expected outputs for {n} tests (once per machine)",
+        unit="batch",
+        leave=False,
+    )
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def _cache_key(job: ReferenceJob) -> str:

@@ -22,7 +22,7 @@ from envs.benchmarks.asserts import ConvertedTest, convert_test_expr
 from envs.benchmarks.common import (
     PendingProblem,
     call_expr,
-    io_test,
+    reference_tests,
     resolve_tests,
     sample_inputs,
     select,
@@ -126,19 +126,9 @@ def _reference_outputs(name: str, records: Sequence[dict], inputs: dict, parts: 
 def _io_tests(
     record: dict, inputs: Sequence, values: ReferenceValues, atol: float
 ) -> list[TestCase]:
-    """Input/expected tests; an input on which the canonical solution fails is left out."""
-    entry = record["entry_point"]
-    tests = []
-    for i, args in enumerate(inputs):
-        if i not in values.values:
-            continue
-        if record["task_id"] == FIND_ZERO_TASK:
-            tests.append(
-                io_test(call_expr(entry, args), list(args[0]), atol or 1e-4, oracle="find_zero")
-            )
-        else:
-            tests.append(io_test(call_expr(entry, args), values.values[i], atol))
-    return tests
+    calls = [call_expr(record["entry_point"], args) for args in inputs]
+    find_zero = record["task_id"] == FIND_ZERO_TASK
+    return reference_tests(record["task_id"], calls, values, atol, find_zero=find_zero)
 
 
 def _check_asserts(record: dict) -> list[ConvertedTest] | None:
@@ -164,8 +154,8 @@ def _is_metadata(node: ast.stmt) -> bool:
 
 
 def _is_noise(stmt: ast.stmt) -> bool:
-    """Docstrings and `assert True, "..."` lines carry no test."""
-    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+    """Docstrings, bare names (`print` in task 129) and `assert True, "..."` carry no test."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant | ast.Name):
         return True
     return (
         isinstance(stmt, ast.Assert)

@@ -27,13 +27,14 @@ quirks of this copy, and how they are handled:
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Sequence
 
 from envs.benchmarks.asserts import ConvertedTest, convert_assert
 from envs.benchmarks.common import (
     PendingProblem,
     call_expr,
-    io_test,
+    reference_tests,
     resolve_tests,
     sample_inputs,
     select,
@@ -67,6 +68,8 @@ def in_split(task_id: str | int, split: str | None) -> bool:
 
 
 def mbpp_prompt(text: str, example: str) -> str:
+    if not example:
+        return f"{text.strip()}\n"
     return f"{text.strip()}\nYour code should pass this test:\n{example.strip()}\n"
 
 
@@ -147,9 +150,11 @@ def _unix(text: str) -> str:
 
 def _entry_point(code: str, first_test: str) -> str:
     """The function the tests call that the reference defines (MBPP names none)."""
-    defined = [
-        n.name for n in ast.walk(ast.parse(code)) if isinstance(n, ast.FunctionDef | ast.ClassDef)
-    ]
+    with warnings.catch_warnings():  # old MBPP code has invalid escape sequences
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tree = ast.parse(code)
+    defined = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)]
     called = [
         n.func.id
         for n in ast.walk(ast.parse(first_test.strip()))
@@ -201,14 +206,12 @@ def _plus_problem(record: dict, inputs: dict, values: dict, parts: Sequence[str]
     tid, entry, atol = record["task_id"], record["entry_point"], float(record["atol"])
     tests: dict[str, list] = {"base": [], "plus": []}
     for part in parts:
-        got = values[f"{tid}:{part}"]
-        for i, args in enumerate(inputs[f"{part}_input"]):
-            if i in got.values:
-                tests[part].append(io_test(call_expr(entry, args), got.values[i], atol))
+        calls = [call_expr(entry, args) for args in inputs[f"{part}_input"]]
+        tests[part] = reference_tests(f"{tid} ({part})", calls, values[f"{tid}:{part}"], atol)
     text = record["prompt"].strip().strip("'\"").strip()
     return Problem(
         task_id=tid,
-        prompt=mbpp_prompt(text, tests["base"][0].display),
+        prompt=mbpp_prompt(text, tests["base"][0].display if tests["base"] else ""),
         entry_point=entry,
         tests=tests["base"],
         source="mbpp+",

@@ -82,7 +82,7 @@ def test_equality_with_literal_either_side():
 def test_isclose_and_abs_difference_become_atol():
     t = convert_assert("assert math.isclose(vol(10), 4188.79, rel_tol=0.001)")
     assert t.case.expr == "vol(10)" and t.case.expected == 4188.79
-    assert t.case.atol == pytest.approx(4.18879)
+    assert t.case.atol == pytest.approx(0.001 * 4188.79 / 0.999)
     t = convert_assert("assert math.isclose(f(1), 0, rel_tol=0.1, abs_tol=0.5)")
     assert t.case.atol == 0.5
     t = convert_assert("assert abs(f(1.33) - 0.33) < 1e-06")
@@ -289,3 +289,115 @@ def test_unknown_source_names_the_choices():
 def test_single_split_benchmarks_refuse_other_splits():
     with pytest.raises(ValueError, match="has one split"):
         load_problems("humaneval:train")
+
+
+# ---------------------------------------------------------------- canonical solutions (real sandbox)
+
+
+def _failures(problems, plus=False):
+    """Task ids whose reference solution fails its own tests in the sandbox."""
+    from sandbox import run_batch
+    from sandbox.types import Limits
+
+    jobs = [(p.program(p.reference), p.plus_tests if plus else p.tests) for p in problems]
+    verdicts = run_batch(jobs, limits=Limits(timeout_s=60, cpu_s=60))
+    return [
+        (p.task_id, v.status, v.first_failure)
+        for p, v in zip(problems, verdicts, strict=True)
+        if not v.passed
+    ]
+
+
+def test_humaneval_canonical_solutions_pass():
+    problems = load_problems("humaneval")
+    assert len(problems) == 164 and sum(len(p.tests) for p in problems) > 1400
+    origins = {p.task_id for p in problems if p.metadata["test_origin"] == "base_input"}
+    assert origins == {f"HumanEval/{n}" for n in (32, 38, 44, 50, 53, 151)}
+    (p32,) = [p for p in problems if p.task_id == "HumanEval/32"]
+    assert {t.oracle for t in p32.tests} == {"find_zero"} and len(p32.tests) == 100
+    assert _failures(problems) == []
+
+
+def test_mbpp_test_split_canonical_solutions_pass():
+    problems = load_problems("mbpp:test")
+    assert len(problems) == 500 and all(p.tests for p in problems)
+    assert _failures(problems) == []
+
+
+def test_mbpp_test_setup_code_runs_after_the_candidate():
+    (p,) = load_problems("mbpp", task_ids=["Mbpp/927"])
+    assert p.suffix_code.startswith("root = Node(1)") and p.program("X").startswith(
+        "X\nroot = Node(1)"
+    )
+    assert _failures([p]) == []
+
+
+def test_mbpp_sanitized_canonical_solutions_pass():
+    problems = load_problems("mbpp_sanitized:test")
+    assert len(problems) == 257
+    assert _failures(problems) == []
+
+
+@pytest.mark.parametrize("name", ["humaneval+", "mbpp+"])
+def test_evalplus_canonical_solutions_pass_base_and_a_seeded_plus_sample(name):
+    """Base tests in full, plus tests on a seeded sample of 3 inputs per task (the full
+    plus sets are checked by scripts/check_canonical.py)."""
+    problems = load_problems(name, plus_sample=3, seed=1)
+    assert len(problems) == {"humaneval+": 164, "mbpp+": 399}[name]
+    assert (
+        all(p.tests for p in problems)
+        and sum(len(p.plus_tests) for p in problems) > 3 * len(problems) * 0.9
+    )
+    assert _failures(problems) == []
+    assert _failures(problems, plus=True) == []
+
+
+def test_mbpp_plus_quirky_tasks_are_consistent():
+    """Mbpp/164 and 295 carry original asserts that disagree with their canonical
+    solutions; the tests (and the prompt's example) come from the canonical outputs."""
+    from envs.benchmarks.mbpp import converted_assertion
+    from sandbox import run_batch
+    from sandbox.types import Limits
+
+    problems = load_problems(
+        "mbpp+", task_ids=["Mbpp/164", "Mbpp/295", "Mbpp/120", "Mbpp/442"], plus=False
+    )
+    by_id = {p.task_id: p for p in problems}
+    assert "(sum_div(8), 15.0, abs_tol=1e-06)" in by_id["Mbpp/295"].prompt
+    jobs = [(p.program(p.reference), [t.case for t in converted_assertion(p)]) for p in problems]
+    verdicts = run_batch(jobs, limits=Limits(timeout_s=60, cpu_s=60))
+    passed = {p.task_id: v.passed for p, v in zip(problems, verdicts, strict=True)}
+    # isclose asserts without `import math` are converted to atol tests: no NameError.
+    assert passed == {"Mbpp/164": False, "Mbpp/295": False, "Mbpp/120": True, "Mbpp/442": True}
+    assert _failures(problems) == []
+
+
+# ---------------------------------------------------------------- the expected-output cache
+
+
+def test_expected_outputs_are_cached_and_resume(tmp_path, monkeypatch):
+    import sandbox
+    from envs.benchmarks.expected import ReferenceJob, cache_path, reference_values
+
+    monkeypatch.setenv("ACTORLEARNER_CACHE", str(tmp_path))
+    calls = []
+    real = sandbox.run_batch
+
+    def counting(jobs, **kw):
+        calls.append(len(jobs))
+        return real(jobs, **kw)
+
+    monkeypatch.setattr(sandbox, "run_batch", counting)
+    program = "from collections import Counter\ndef f(x):\n    return Counter(x) if x else 1 / x\n"
+    a = ReferenceJob("a", program, ["f('ab')", "f(0)", "sorted([3, 1])"])
+    b = ReferenceJob("b", "def g(n):\n    return (n, {n})\n", ["g(2)"])
+    path = cache_path("unit", "sha")
+    got = reference_values([a], path)["a"]
+    assert got.values == {0: {"a": 1, "b": 1}, 2: [1, 3]} and got.exprs[0] == "{**(f('ab'))}"
+    assert "ZeroDivisionError" in got.errors[1] and path.is_file()
+    first = len(calls)
+    both = reference_values([a, b], path)
+    assert both["b"].values == {0: (2, {2})} and len(calls) == first + 1  # only `b` ran
+    assert reference_values([a, b], path)["a"].values == got.values and len(calls) == first + 1
+    path.write_bytes(b"not gzip")  # a damaged cache is recomputed, never trusted
+    assert reference_values([b], path)["b"].values == {0: (2, {2})} and len(calls) == first + 2
