@@ -85,6 +85,7 @@ class CollectConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def limit_for(self, spec: str) -> int:
+        """How many problems of `spec` to use (0 = all)."""
         return self.problem_limits.get(spec, self.max_problems)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -109,18 +110,23 @@ class CollectConfig:
 
 
 def from_run_config(run: Any, out: str) -> CollectConfig:
-    """Map the project's run config (`actorlearner.config.RunConfig`) onto a CollectConfig."""
+    """Map the project's run config (`actorlearner.config.RunConfig`) onto a CollectConfig.
+
+    Synthetic sources are generated with `n=data.num_synthetic_train` (all of them are
+    used); `data.max_problems_per_source` caps the benchmark sources only.
+    """
     c = run.collect
     teacher = TeacherConfig(
         base_url=c.teacher.url, model=c.teacher.model, api_key_env=c.teacher.api_key_env
     )
-    limit = run.data.max_problems_per_source
+    synthetic = [s for s in run.data.train if s.split(":")[0] == "synthetic"]
     return CollectConfig(
         problems=list(run.data.train),
         out=out,
-        max_problems=limit,
-        problem_limits={
-            s: run.data.num_synthetic_train for s in run.data.train if s.startswith("synthetic")
+        max_problems=run.data.max_problems_per_source,
+        problem_limits={s: 0 for s in synthetic},
+        source_options={
+            s: {"n": run.data.num_synthetic_train, "seed": run.seed} for s in synthetic
         },
         seed=run.seed,
         sampler="policy",
@@ -133,6 +139,7 @@ def from_run_config(run: Any, out: str) -> CollectConfig:
         refine_max_tokens=c.max_new_tokens,
         policy=run.model.path,
         engine=run.rollout.engine,
+        dtype=run.model.dtype,
         teacher=teacher,
         num_workers=max(1, min(2, run.ray.num_cpus or 2)),
     )

@@ -77,7 +77,7 @@ class PolicyModel:
             chunk = rows[start : start + self.max_batch]
             gens = self.engine.generate([ids for _, ids in chunk], sampling)
             for (i, _), gen in zip(chunk, gens, strict=True):
-                out[i].append(self.tokenizer.decode(gen.token_ids, skip_special_tokens=True))
+                out[i].append(str(self.tokenizer.decode(gen.token_ids, skip_special_tokens=True)))
         for i, req in enumerate(requests):
             out[i] += [""] * (req.n - len(out[i]))
         return out

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from actorlearner.collect import datasets, provenance
 from actorlearner.collect.config import CollectConfig
@@ -192,9 +193,11 @@ def _execute_ray(cfg: CollectConfig, todo: list[UnitRef], done) -> dict:
     started_here = not ray.is_initialized()
     if started_here:
         starting = cfg.ray_address in ("", "local") and cfg.num_cpus > 0
-        local = {"num_cpus": cfg.num_cpus} if starting else {}
         ray.init(
-            address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False, **local
+            address=cfg.ray_address or None,
+            num_cpus=cfg.num_cpus if starting else None,
+            include_dashboard=False,
+            log_to_driver=False,
         )
     try:
         if todo:
@@ -209,10 +212,12 @@ def _farm_out(cfg: CollectConfig, todo: list[UnitRef], done, per_worker: int = 2
     """Keep `per_worker` units queued on each actor; store results in completion order."""
     import ray
 
-    actor_cls = ray.remote(Collector).options(
+    actor_cls: Any = ray.remote(Collector).options(
         num_cpus=cfg.cpus_per_worker, max_restarts=1, max_task_retries=1
     )
-    workers = [actor_cls.remote(cfg) for _ in range(max(1, min(cfg.num_workers, len(todo))))]
+    workers: list[Any] = [
+        actor_cls.remote(cfg) for _ in range(max(1, min(cfg.num_workers, len(todo))))
+    ]
     queue, inflight = list(reversed(todo)), {}
     try:
         for _ in range(per_worker):

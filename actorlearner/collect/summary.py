@@ -37,7 +37,7 @@ def count_unit(unit: dict) -> Counter:
 
 
 def _finish(c: Counter) -> dict:
-    row = {key: int(c[key]) for key, _ in COLUMNS if key != "refinement_rate"}
+    row: dict[str, float] = {key: int(c[key]) for key, _ in COLUMNS if key != "refinement_rate"}
     row["refinement_rate"] = round(c["refined"] / c["wrong"], 4) if c["wrong"] else 0.0
     return row
 

@@ -81,20 +81,41 @@ def collect_problem(
     cfg: CollectConfig,
     models: Models,
     run_codes: RunCodes,
-    shots,
+    shots: list[Problem],
 ) -> dict:
     """Run steps 1-4 for one problem and return its unit record."""
     t0 = time.perf_counter()
     drawn = _initial_solutions(problem, cfg, models, shots, uid)
+    solutions = _execute_solutions(problem, drawn, run_codes)
+    wrong = [s for s in solutions if not s["passed"]]
+    t_sample = time.perf_counter()
+    _ask_for_fixes(problem, wrong, cfg, models, uid)
+    _verify_fixes(problem, wrong, run_codes)
+    return {
+        "unit_id": uid,
+        "spec": spec,
+        "task_id": problem.task_id,
+        "source": problem.source,
+        "prompt": problem.prompt,
+        "drawn": len(drawn),
+        "solutions": solutions,
+        "timing": {
+            "sample_s": round(t_sample - t0, 3),
+            "refine_s": round(time.perf_counter() - t_sample, 3),
+        },
+    }
+
+
+def _execute_solutions(
+    problem: Problem, drawn: list[tuple[str, str]], run_codes: RunCodes
+) -> list[dict]:
+    """Step 2: dedup, execute; wrong ones get feedback and the env's refine prompt."""
     origins: dict[str, str] = {}
     for origin, code in drawn:
         origins.setdefault(normalize_code(code), origin)
     uniq = unique([code for _, code in drawn])
-    verdicts = run_codes(problem, [code for code, _ in uniq])
-    t_sample = time.perf_counter()
-
     solutions = []
-    for (code, count), v in zip(uniq, verdicts, strict=True):
+    for (code, count), v in zip(uniq, run_codes(problem, [c for c, _ in uniq]), strict=True):
         sol = {
             "origin": origins[normalize_code(code)],
             "code": code,
@@ -106,21 +127,25 @@ def collect_problem(
             sol["messages"] = prompts.refine_messages(problem, code, sol["feedback"])
             sol["attempts"] = []
         solutions.append(sol)
-    wrong = [s for s in solutions if not s["passed"]]
+    return solutions
 
-    # Step 3: replies (given references for the problem's own buggy program, plus model replies).
+
+def _ask_for_fixes(
+    problem: Problem, wrong: list[dict], cfg: CollectConfig, models: Models, uid: str
+) -> None:
+    """Step 3: given references for the problem's own buggy program, plus K model replies each."""
     for s in wrong:
         if s["origin"] == "given":
             s["attempts"] += [_attempt(t, "reference", problem) for t in _references(problem)]
     if models.refiner is not None and cfg.refinements_per_wrong and wrong:
-        seed = unit_seed(cfg.seed, uid, "refine")
+        seed, k = unit_seed(cfg.seed, uid, "refine"), cfg.refinements_per_wrong
         reqs = [
             ChatRequest(
                 s["messages"],
-                n=cfg.refinements_per_wrong,
-                temperature=cfg.refine_temperature,
+                k,
+                cfg.refine_temperature,
                 max_tokens=cfg.refine_max_tokens,
-                seed=seed + i * cfg.refinements_per_wrong,
+                seed=seed + i * k,
             )
             for i, s in enumerate(wrong)
         ]
@@ -129,35 +154,24 @@ def collect_problem(
     for s in wrong:
         s["attempts"] = _dedup_attempts(s["attempts"])
 
-    # Step 4: execute every distinct refinement once.
-    codes = unique([a["code"] for s in wrong for a in s["attempts"] if a["code"]])
-    results = dict(
-        zip(
-            (normalize_code(c) for c, _ in codes),
-            run_codes(problem, [c for c, _ in codes]),
-            strict=True,
-        )
-    )
+
+def _verify_fixes(problem: Problem, wrong: list[dict], run_codes: RunCodes) -> None:
+    """Step 4: execute every distinct refined program once; score every reply."""
+    codes = [c for c, _ in unique([a["code"] for s in wrong for a in s["attempts"] if a["code"]])]
+    results = dict(zip(map(normalize_code, codes), run_codes(problem, codes), strict=True))
     for s in wrong:
         for a in s["attempts"]:
-            v = results.get(normalize_code(a["code"])) if a["code"] else None
-            a.update(
-                _verdict_summary(v)
-                if v
-                else {"status": "no_code", "passed": False, "pass_rate": 0.0}
-            )
-            a["feedback"] = prompts.feedback(problem, v) if v else prompts.TEMPLATES.no_code
-    t_end = time.perf_counter()
-    return {
-        "unit_id": uid,
-        "spec": spec,
-        "task_id": problem.task_id,
-        "source": problem.source,
-        "prompt": problem.prompt,
-        "drawn": len(drawn),
-        "solutions": solutions,
-        "timing": {"sample_s": round(t_sample - t0, 3), "refine_s": round(t_end - t_sample, 3)},
-    }
+            _score(a, results.get(normalize_code(a["code"])) if a["code"] else None, problem)
+
+
+def _score(attempt: dict, verdict: Verdict | None, problem: Problem) -> None:
+    """Record a reply's verdict (no verdict: the reply had no code) and its feedback."""
+    if verdict is None:
+        attempt.update(
+            status="no_code", passed=False, pass_rate=0.0, feedback=prompts.TEMPLATES.no_code
+        )
+    else:
+        attempt.update(_verdict_summary(verdict), feedback=prompts.feedback(problem, verdict))
 
 
 def _dedup_attempts(attempts: list[dict]) -> list[dict]:

@@ -117,6 +117,7 @@ def _build_config(path: str | None, options: dict, overrides: list[str]):
             raise typer.BadParameter(f"overrides must look like key=value, got {bad}")
         layers.append(OmegaConf.from_dotlist(overrides))
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
+        assert isinstance(cfg, CollectConfig)
     except (OmegaConfBaseException, FileNotFoundError) as exc:
         typer.secho(f"collect: bad config: {exc}".split("\n    full_key")[0], fg="red", err=True)
         raise typer.Exit(2) from exc

@@ -367,3 +367,16 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, teacher_key):
     _check_verified(full, {p.task_id: p for p in problems})
     _no_key_anywhere(tmp_path / "full")
     _no_key_anywhere(tmp_path / "part")
+
+
+def test_from_run_config_maps_the_tiny_recipe():
+    from actorlearner.collect.config import from_run_config
+    from actorlearner.config import load_config
+
+    run = load_config("configs/tiny_cpu.yaml")
+    cfg = from_run_config(run, "out")
+    assert cfg.problems == run.data.train and cfg.refiner == run.collect.refiner
+    assert cfg.source_options["synthetic:train"]["n"] == run.data.num_synthetic_train
+    assert cfg.limit_for("synthetic:train") == 0  # every generated synthetic problem
+    assert cfg.limit_for("mbpp:train") == run.data.max_problems_per_source
+    assert cfg.samples_per_problem == run.collect.samples_per_problem
