@@ -166,6 +166,7 @@ def _child(job, scratch, out_fd, chan_w):
     for name, value in job["rlimits"].items():
         soft, hard = value if isinstance(value, list) else (value, value)
         resource.setrlimit(getattr(resource, name), (soft, hard))
+    _libc().prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: exec can never gain privileges
     uid = job["uid"]
     if uid is not None:
         os.setgroups([])
@@ -365,12 +366,20 @@ def _run_job(job, scratch_root):
     }
 
 
+_LIBC = []
+
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
 def _become_subreaper():
     """Orphans of a job are re-parented to us, so we can reap them."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    _libc().prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 # Imported once by the zygote so that jobs find them loaded (faster, and usable
@@ -423,24 +432,80 @@ def _open_interpreter_path():
             path = os.path.dirname(path)
 
 
-def _make_scratch_root(scratch_root, private_tmp):
+def _make_scratch_root(scratch_root):
     """Job dirs go under `scratch_root` (0711: enter your own dir, list nothing).
 
-    With a jail-private /tmp, /tmp itself is closed to job uids too.
+    Its parent is the jail's private /tmp, closed to job uids too.
     """
-    if private_tmp:
-        os.chmod(os.path.dirname(scratch_root), 0o711)
+    os.chmod(os.path.dirname(scratch_root), 0o711)
     os.makedirs(scratch_root, mode=0o711, exist_ok=True)
     os.chmod(scratch_root, 0o711)
 
 
-def serve(scratch_root, private_tmp=False):
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1,
+    2,
+    4,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
+
+
+def _mount(source, target, fstype, flags, data=None):
+    import ctypes
+
+    libc = _libc()
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _hide(path, mode="0755", writable=False):
+    """Cover `path` with an empty tmpfs (or /dev/null for a file), in our namespace only."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        flags = MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+        _mount("tmpfs", path, "tmpfs", flags, f"mode={mode},size={'512m' if writable else '64k'}")
+    elif os.path.exists(path) and not os.path.islink(path):
+        _mount("/dev/null", path, None, MS_BIND)
+
+
+def _private_filesystem(plan):
+    """For the unshare backend: draw the jail's filesystem in our own mount namespace."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    keep = {p: os.open(p, os.O_PATH) for p in plan["keep"]}
+    writable_parents = set()
+    for path in plan["hide"]:
+        # a tmpfs that holds a kept path must take the mkdirs below, then goes read-only
+        holds = any(k.startswith(path + "/") for k in keep)
+        _hide(path, mode="0711", writable=holds)
+        if holds:
+            writable_parents.add(path)
+    for path, fd in keep.items():
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
+    for path in writable_parents:
+        _mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0711")
+    for path in plan["hide_inner"]:
+        _hide(path)
+    _hide("/tmp", mode="0711", writable=True)
+    for path in ("/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
+        _hide(path)
+
+
+def serve(scratch_root, plan):
     """Zygote loop: read a job, run it in a forked child, reply; until stdin closes."""
     import gc
 
     _become_subreaper()
+    if plan != "firejail":
+        _private_filesystem(json.loads(plan))
     _open_interpreter_path()
-    _make_scratch_root(scratch_root, private_tmp)
+    _make_scratch_root(scratch_root)
     _preload()
     gc.collect()
     gc.freeze()  # children then leave these objects' pages shared (fewer copy-on-writes)
@@ -461,4 +526,4 @@ def serve(scratch_root, private_tmp=False):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[2], sys.argv[3] == "1")  # argv: -c, <source length>, <scratch>, <private /tmp>
+    serve(sys.argv[2], sys.argv[3])  # argv: -c, <source length>, <scratch root>, <fs plan>

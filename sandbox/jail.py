@@ -6,9 +6,10 @@ Two backends:
   non-system top-level directory hidden, so no benchmark data or test file can be
   read), seccomp, no new privileges, capabilities reduced to what the trusted zygote
   needs to hand a job to a fresh uid (each job child then drops all of them).
-- ``unshare`` (fallback, weaker: the filesystem stays visible read-only to the job's
-  uid): new pid/net/ipc/mount namespaces. Used only when firejail is missing, and it
-  says so with a warning and in `Verdict.backend`.
+- ``unshare`` (fallback, weaker: no seccomp filter): new pid/net/ipc/mount
+  namespaces, in which the zygote draws the same filesystem view with tmpfs and bind
+  mounts. Used only when firejail is missing (or when asked for), and it says so with
+  a warning and in `Verdict.backend`.
 
 Both run the jobs as fresh unprivileged uids under rlimits (see `harness.serve`).
 """
@@ -16,6 +17,7 @@ Both run the jobs as fresh unprivileged uids under rlimits (see `harness.serve`)
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -59,16 +61,17 @@ def choose_backend(requested: str | None = None) -> str:
                 "SANDBOX_BACKEND=firejail but firejail is not installed; "
                 "install it (apt-get install firejail) or choose SANDBOX_BACKEND=unshare"
             )
-        name = "unshare"
     if not shutil.which("unshare"):
         raise SandboxUnavailable(
             "neither firejail nor unshare is available: refusing to run untrusted code "
             "without isolation; install firejail (apt-get install firejail)"
         )
+    why = "as requested" if name else "because firejail is not installed"
     log.warning(
-        "sandbox: firejail not found, using the weaker 'unshare' backend "
-        "(namespaces + rlimits + unprivileged uid; the filesystem stays readable). "
-        "Install firejail for full isolation."
+        "sandbox: using the weaker 'unshare' backend %s (namespaces, rlimits, a fresh "
+        "uid per run and a private filesystem view, but no seccomp filter). "
+        "Install firejail for full isolation.",
+        why,
     )
     return "unshare"
 
@@ -97,10 +100,10 @@ def _top(path: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-# Inside a firejail jail, job dirs live on the jail's private /tmp (a tmpfs that the
-# zygote closes to job uids): nothing is written on the host, creating and deleting
-# a dir per run is cheap, and it all vanishes with the jail.
-FIREJAIL_SCRATCH = "/tmp/jobs"
+# Job dirs live on the jail's private /tmp (a tmpfs that the zygote closes to job
+# uids): nothing is written on the host, creating and deleting a dir per run is
+# cheap, and it all vanishes with the jail.
+SCRATCH_ROOT = "/tmp/jobs"
 
 
 def firejail_args(memory_bytes: int) -> list[str]:
@@ -140,7 +143,34 @@ def firejail_args(memory_bytes: int) -> list[str]:
 
 
 def unshare_args() -> list[str]:
-    return ["unshare", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--mount", "--uts"]
+    args = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc"]
+    args += ["--mount", "--uts", "--propagation=private"]
+    if os.geteuid() != 0:
+        args.insert(1, "--map-root-user")  # a user namespace; jobs then keep our uid
+    return args
+
+
+def mount_plan() -> dict[str, list[str]]:
+    """What the unshare zygote hides and re-exposes in its private mount namespace.
+
+    The same picture firejail draws with --blacklist/--whitelist/--read-only: every
+    non-system top-level directory hidden under an empty tmpfs, the interpreter bound
+    back read-only, site-packages and the project hidden again inside it.
+    """
+    prefix = os.path.realpath(sys.base_prefix)
+    keep = sorted({prefix, os.path.dirname(python_executable())})
+    hide = [
+        f"/{entry}"
+        for entry in sorted(os.listdir("/"))
+        if entry not in SYSTEM_DIRS and entry not in ("run", "var", "tmp")
+    ]
+    visible_tops = SYSTEM_DIRS | {"run", "var", "tmp"}
+    inner = [
+        p
+        for p in _hidden_paths()
+        if _top(p) in visible_tops or any(Path(p).is_relative_to(k) for k in keep)
+    ]
+    return {"hide": hide, "keep": keep, "hide_inner": inner}
 
 
 # Reads the harness source (its length is argv[1]) from stdin and runs it; firejail
@@ -156,17 +186,11 @@ def harness_source() -> bytes:
     return Path(__file__).with_name("harness.py").read_bytes()
 
 
-def zygote_command(backend: str, memory_bytes: int, host_scratch: str | None = None) -> list[str]:
-    """The command that starts one harness zygote; write `harness_source()` to its stdin.
-
-    `host_scratch` (a 0711 host dir) holds the job dirs where the backend has no
-    private /tmp (unshare); firejail ignores it.
-    """
+def zygote_command(backend: str, memory_bytes: int) -> list[str]:
+    """The command that starts one harness zygote; write `harness_source()` to its stdin."""
     size = str(len(harness_source()))
     if backend == "firejail":
-        prefix, scratch, private = firejail_args(memory_bytes), FIREJAIL_SCRATCH, "1"
+        prefix, plan = firejail_args(memory_bytes), "firejail"
     else:
-        if host_scratch is None:
-            raise ValueError("the unshare backend needs a host scratch dir")
-        prefix, scratch, private = unshare_args(), host_scratch, "0"
-    return [*prefix, python_executable(), "-I", "-S", "-c", BOOTSTRAP, size, scratch, private]
+        prefix, plan = unshare_args(), json.dumps(mount_plan())
+    return [*prefix, python_executable(), "-I", "-S", "-c", BOOTSTRAP, size, SCRATCH_ROOT, plan]

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from typing import Any
 
@@ -50,15 +48,11 @@ class Worker:
         self.max_memory_mb = max_memory_mb
         self.privileged = os.geteuid() == 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._scratch_root: str | None = None
         self.jobs_run = 0
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        if self.backend != "firejail":
-            self._scratch_root = tempfile.mkdtemp(prefix="sandbox-")
-            os.chmod(self._scratch_root, 0o711)  # jobs may enter their own dir, not list others
-        cmd = zygote_command(self.backend, self.max_memory_mb << 20, self._scratch_root)
+        cmd = zygote_command(self.backend, self.max_memory_mb << 20)
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -90,9 +84,6 @@ class Worker:
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 if f is not None:
                     f.close()
-        root, self._scratch_root = self._scratch_root, None
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
 
     @property
     def alive(self) -> bool:
