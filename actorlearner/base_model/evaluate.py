@@ -57,20 +57,31 @@ def copy_rate(model, tokenizer, n: int = 20, seed: int = 12345) -> float:
     return sum(extract_code(r) == f for r, f in zip(replies, functions, strict=True)) / n
 
 
-def complete_function(prompt: str, completion: str, hit_limit: bool) -> str:
-    """Cut a completion at the end of the function body (first non-indented line)."""
+def complete_function(prompt: str, completion: str, hit_limit: bool) -> str | None:
+    """The function the model wrote: cut at the first non-indented line after the header.
+
+    None when the model added no complete body line of its own (the prompt alone must not
+    count as a parsable completion).
+    """
+    prompt_lines = prompt.splitlines()
     lines = (prompt + completion).splitlines()
     body = [lines[0]]
     for line in lines[1:]:
         if line and not line[0].isspace():
             break
         body.append(line)
-    if hit_limit and len(body) == len(lines) and len(body) > 2:
+    if hit_limit and len(body) == len(lines):
         body = body[:-1]  # the last line was cut mid-way by the token budget
+    while body and not body[-1].strip():
+        body.pop()
+    if len(body) <= len(prompt_lines):
+        return None
     return "\n".join(body)
 
 
-def parses(source: str) -> bool:
+def parses(source: str | None) -> bool:
+    if source is None:
+        return False
     try:
         ast.parse(source)
     except (SyntaxError, ValueError):

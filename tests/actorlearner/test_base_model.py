@@ -163,3 +163,17 @@ def test_interrupted_training_resumes_exactly(tmp_path):
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_completion_cut_at_function_end_and_prompt_alone_does_not_count():
+    from actorlearner.base_model.evaluate import complete_function, parses
+
+    prompt = "def f(a):\n    b = a\n"
+    assert complete_function(prompt, "    return b\nprint(1)", False) == (
+        "def f(a):\n    b = a\n    return b"
+    )
+    assert complete_function(prompt, "x = 1\n", False) is None
+    assert not parses(complete_function(prompt, "x = 1\n", False))
+    cut = complete_function(prompt, "    c = b\n    return (c +", True)
+    assert cut == "def f(a):\n    b = a\n    c = b" and parses(cut)
+    assert complete_function(prompt, "\n\n\n\n", True) is None  # blank lines add nothing
