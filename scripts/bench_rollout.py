@@ -78,7 +78,7 @@ def bench_runner(engine, tokenizer, env_kwargs, batch, episodes, sampling, overl
     trajs = runner.run(episodes, sampling)
     sec = time.perf_counter() - t0
     runner.close()
-    name = f"runner in-process, overlap={'on' if overlap else 'off'}"
+    name = f"runner in-process, overlap={overlap}"
     print(
         f"  {name}: generate {runner.timings['generate_s']:.2f}s, env (threads) "
         f"{runner.timings['env_s']:.2f}s, blocked on env {runner.timings['env_wait_s']:.2f}s"
@@ -113,7 +113,7 @@ def bench_actors(model_path, env_kwargs, batch, episodes, sampling, overlap) -> 
     finally:
         ray.shutdown()
     return Result(
-        f"Ray rollout actor (overlap={'on' if overlap else 'off'})",
+        f"Ray rollout actor (overlap={overlap})",
         sum(sum(t.action_mask) for t in trajs),
         sec,
     )

@@ -1,27 +1,27 @@
-"""Rollout side of the actor-learner loop: episodes in token space, Ray actors, weight sync."""
+"""Rollout side of the actor-learner loop: episodes in token space, Ray actors, weight sync.
 
-from actorlearner.rollout.config import RolloutConfig
-from actorlearner.rollout.episode import EpisodeBuilder, ReplyText
-from actorlearner.rollout.runner import EpisodeRunner
+Submodules load lazily, so reading a `RolloutConfig` does not import torch or Ray.
+"""
 
-__all__ = [
-    "EpisodeBuilder",
-    "EpisodeRunner",
-    "ReplyText",
-    "RolloutConfig",
-    "RolloutGroup",
-    "RolloutWorker",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RolloutConfig": "actorlearner.rollout.config",
+    "EpisodeBuilder": "actorlearner.rollout.episode",
+    "ReplyText": "actorlearner.rollout.episode",
+    "EpisodeRunner": "actorlearner.rollout.runner",
+    "RolloutWorker": "actorlearner.rollout.actor",
+    "RolloutGroup": "actorlearner.rollout.group",
+    "policy_state": "actorlearner.rollout.weight_sync",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Import the Ray pieces lazily (the runner works without Ray)."""
-    if name == "RolloutGroup":
-        from actorlearner.rollout.group import RolloutGroup
-
-        return RolloutGroup
-    if name == "RolloutWorker":
-        from actorlearner.rollout.actor import RolloutWorker
-
-        return RolloutWorker
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'actorlearner.rollout' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -29,7 +29,9 @@ class RolloutConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     env_fn: Callable[[], Any] | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    overlap_env: bool = True  # run env steps of one half of the slots while the other generates
+    # run env steps of one half of the slots while the other half generates: True, False,
+    # or "auto" (only while env steps are slow next to a generate call)
+    overlap_env: bool | str = "auto"
     max_context_tokens: int | None = None  # end an episode whose context reaches this length
     seed: int = 0
     torch_threads: int = 1  # intra-op threads per actor (keep actors from fighting for cores)

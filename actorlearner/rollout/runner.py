@@ -2,9 +2,12 @@
 
 Every turn, the replies of all waiting episodes are generated in one batch. When an
 episode ends its env slot starts the next episode right away (continuous refill), so
-finished episodes never occupy the batch. With `overlap`, the slots are split into
+finished episodes never occupy the batch. With overlap, the slots are split into
 two halves: while one half's replies run in the sandbox (env.step in a thread), the
-other half generates, hiding sandbox time behind generation.
+other half generates, hiding sandbox time behind generation. Halving the batch costs
+extra decoding steps, so `overlap="auto"` (the default) splits only while env steps
+are slow relative to a generate call (measured: with the tiny CPU model and cheap
+test rewards one batch is faster; with the ledex rewards' embedding model, halves win).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class EpisodeRunner:
         engine: Engine,
         tokenizer: Any,
         envs: Sequence[Any],
-        overlap: bool = True,
+        overlap: bool | str = "auto",
         seed: int | None = None,
         max_context_tokens: int | None = None,
         reset_options: dict | None = None,
@@ -61,7 +64,11 @@ class EpisodeRunner:
         self.engine = engine
         self.tokenizer = tokenizer
         self.slots = [_Slot(env=e, index=i) for i, e in enumerate(envs)]
-        self.groups = 2 if overlap and len(envs) > 1 else 1
+        if overlap not in (True, False, "auto"):
+            raise ValueError(f"overlap must be True, False or 'auto', got {overlap!r}")
+        self.overlap = overlap if len(envs) > 1 else False
+        self._env_avg = 0.0  # running mean seconds of one env step (measured in its thread)
+        self._gen_avg = 0.0  # running mean seconds of one generate call
         self.seed = seed
         self.max_context_tokens = max_context_tokens
         self.reset_options = reset_options
@@ -89,14 +96,20 @@ class EpisodeRunner:
         for slot in self.slots:
             if self._claim():
                 slot.future = self._pool.submit(self._reset, slot)
-        halves = [self.slots[g :: self.groups] for g in range(self.groups)]
         while any(slot.future is not None for slot in self.slots):
-            for half in halves:
+            groups = 2 if self._split() else 1
+            for half in (self.slots[g::groups] for g in range(groups)):
                 ready = [s for s in half if s.future is not None and self._collect(s, done)]
                 if ready:
                     self._generate(ready, sampling)
         self.timings["wall_s"] = time.perf_counter() - t0
         return done
+
+    def _split(self) -> bool:
+        """Whether to generate in two halves this round (see the module docstring)."""
+        if self.overlap == "auto":
+            return self._env_avg > 0.25 * self._gen_avg
+        return bool(self.overlap)
 
     def _claim(self) -> bool:
         """Take one episode from the budget (called from env threads too)."""
@@ -112,6 +125,9 @@ class EpisodeRunner:
         result: _EnvResult = slot.future.result()  # type: ignore[union-attr]
         self.timings["env_wait_s"] += time.perf_counter() - t
         self.timings["env_s"] += result.env_s
+        if result.step is not None:
+            avg = self._env_avg
+            self._env_avg = 0.8 * avg + 0.2 * result.env_s if avg else result.env_s
         slot.env_s += result.env_s
         slot.future = None
         if result.step is not None:
@@ -135,7 +151,10 @@ class EpisodeRunner:
         """One batched engine call for the waiting episodes; their env steps go to threads."""
         t = time.perf_counter()
         gens = self.engine.generate([s.episode.ids for s in slots], sampling)  # type: ignore[union-attr]
-        self.timings["generate_s"] += time.perf_counter() - t
+        elapsed = time.perf_counter() - t
+        self.timings["generate_s"] += elapsed
+        self.timings["generate_calls"] = self.timings.get("generate_calls", 0) + 1
+        self._gen_avg = 0.8 * self._gen_avg + 0.2 * elapsed if self._gen_avg else elapsed
         for slot, gen in zip(slots, gens, strict=True):
             start = slot.episode.add_reply(gen, self.stop_ids, self.im_end_id, self.engine.version)  # type: ignore[union-attr]
             self.timings["generated_tokens"] += len(gen.token_ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections import defaultdict
 
 import gymnasium
@@ -222,6 +223,27 @@ def test_reward_positions_on_replies_with_explanation_and_code(engine):
     assert traj.reward_terms["pass_rate"] == pytest.approx(2.0)
 
 
+class SlowSteps(gymnasium.Wrapper):
+    """The real env with slow steps, like a heavy test suite or reward model."""
+
+    def step(self, action):
+        time.sleep(0.3)
+        return self.env.step(action)
+
+
+def test_auto_overlap_splits_the_batch_only_when_env_steps_are_slow(engine):
+    sampling = SamplingParams(max_new_tokens=4, temperature=1.0, seed=0)
+    slow = EpisodeRunner(engine, engine.tokenizer, [SlowSteps(make_env(1)) for _ in range(4)])
+    trajs = slow.run(12, sampling)
+    slow.close()
+    assert len(trajs) == 12
+    # 12 one-turn episodes on 4 slots: 3 full-batch calls; after the first slow steps
+    # "auto" switches to halves, which take more (smaller) calls
+    assert slow.timings["generate_calls"] > 3
+    with pytest.raises(ValueError, match="overlap"):
+        EpisodeRunner(engine, engine.tokenizer, [make_env()], overlap="sometimes")
+
+
 # ---------------------------------------------------------------------- Ray actors
 
 
@@ -244,7 +266,7 @@ def ray_group(tiny_model_dir, tmp_path_factory):
     )
     group = RolloutGroup(cfg)
     try:
-        group.wait_ready()
+        group.wait_ready(timeout_s=540)  # actor start-up is slow on a busy 2-core machine
         yield group, marker
     finally:
         group.shutdown()
