@@ -47,8 +47,12 @@ def evaluate_samples(
     k: Sequence[int] = (1, 10),
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
+    pool=None,
 ) -> tuple[list[dict], dict]:
     """Run every sample's program against its problem's tests.
+
+    `limits` are per program (raised to a multiple of the reference's own time where
+    it is known); `pool` is a `sandbox.SandboxPool` (default: the shared one).
 
     Returns one result per sample (the sample's keys plus `passed`, `status` and test
     details; unknown task ids get status "error" and are reported in the metrics) and
@@ -63,13 +67,14 @@ def evaluate_samples(
         if problem is not None:
             matched[i] = problem
             jobs.append(_job(i, "base", problem, sample, limits))
-    verdicts = _run(jobs, progress, total=len(jobs) * (2 if with_plus else 1))
+    total = len(jobs) * (2 if with_plus else 1)
+    verdicts = _run(jobs, pool, progress, total)
     base_ok = {job.index: v.passed for job, v in zip(jobs, verdicts, strict=True)}
     plus_jobs = [
         _job(i, "plus", matched[i], samples[i], limits) for i in matched if with_plus and base_ok[i]
     ]
     done = len(jobs) + (len(jobs) - len(plus_jobs) if with_plus else 0)
-    plus_verdicts = _run(plus_jobs, progress, total=len(jobs) * (2 if with_plus else 1), done=done)
+    plus_verdicts = _run(plus_jobs, pool, progress, total, done)
     by_part = {
         (j.index, j.part): v
         for j, v in zip(jobs + plus_jobs, verdicts + plus_verdicts, strict=True)
@@ -105,11 +110,13 @@ def _job(index: int, part: str, problem: Problem, sample: dict, limits: Limits) 
     return Job(index, part, program, tuple(tests), limits)
 
 
-def _run(jobs: list[Job], progress: Progress | None, total: int, done: int = 0) -> list[Verdict]:
+def _run(
+    jobs: list[Job], pool, progress: Progress | None, total: int, done: int = 0
+) -> list[Verdict]:
     """Verdicts for `jobs` in order; each job keeps its own limits, all workers busy."""
     from sandbox import default_pool
 
-    pool = default_pool()
+    pool = pool or default_pool()
     with ThreadPoolExecutor(pool.size) as executor:
         futures = [executor.submit(pool.run, j.program, j.tests, j.limits) for j in jobs]
         for _ in as_completed(futures):

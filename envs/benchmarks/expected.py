@@ -2,9 +2,10 @@
 
 EvalPlus stores only test *inputs*; the expected output of each is what the canonical
 solution returns on it. Some MBPP/HumanEval asserts also compare against an expression
-(`set((4, 5))`) rather than a literal. Both are computed here, once per machine: values
-go to `<cache>/expected/<name>-<sha>.json.gz` (atomic writes after every batch, so an
-interrupted run resumes where it stopped). The cache directory is
+(`set((4, 5))`) rather than a literal. Both are computed here, once per machine: each
+(program, expression) value goes to `<cache>/expected/<name>-<sha>.json.gz` (atomic
+writes after every batch, so an interrupted run resumes where it stopped, and any
+subset of inputs is served from a full run). The cache directory is
 `$ACTORLEARNER_CACHE` or `~/.cache/actorlearner`.
 """
 
@@ -18,14 +19,14 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.codec import decode
 from sandbox.harness import encode
 from sandbox.types import Limits, TestCase
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # References get far more room than candidates: MBPP task 123 alone takes ~2.6 s.
 REFERENCE_LIMITS = Limits(timeout_s=120.0, cpu_s=120, memory_mb=4096, output_bytes=1 << 16)
 CHUNK = 200  # expressions per sandbox job (one slow input cannot hold up the rest)
@@ -45,7 +46,7 @@ class ReferenceValues:
     values: dict[int, object] = field(default_factory=dict)  # expr index -> value
     errors: dict[int, str] = field(default_factory=dict)  # expr index -> why no value
     seconds: float = 0.0  # sandbox wall time of the reference over these exprs
-    exprs: list[str] = field(default_factory=list)  # the expressions run (see `as_plain_dict`)
+    exprs: list[str] = field(default_factory=list)  # the expressions run (see `plain_form`)
 
 
 class ReferenceError(RuntimeError):
@@ -71,58 +72,77 @@ def reference_values(
 ) -> dict[str, ReferenceValues]:
     """Values of every job's expressions under its reference, from cache or the sandbox.
 
-    The sandbox reports exact builtin types only; where the reference returns a dict
-    subclass (Counter, defaultdict, OrderedDict, which `==` treats as a dict), that
-    expression is re-run as `{**(expr)}` and the returned `exprs` say so: tests must
-    evaluate the same expression in the candidate.
+    The sandbox reports exact builtin types only. Where the reference returns a type
+    that Python's `==` compares by content anyway (Counter, defaultdict, OrderedDict:
+    as a dict) or that EvalPlus judges by presence (re.Match: "is not None"), that
+    expression is re-run in a plain form (see `plain_form`), and the returned `exprs`
+    say so: tests must evaluate the same expression in the candidate.
     """
     out = _values(jobs, cache_file, progress)
     retry = []
     for job in jobs:
-        wrap = {i for i, why in out[job.key].errors.items() if DICT_SUBCLASS_ERROR.search(why)}
-        if wrap:
-            exprs = [as_plain_dict(e) if i in wrap else e for i, e in enumerate(job.exprs)]
+        forms = {
+            i: plain_form(e, why) for i, why in out[job.key].errors.items() for e in [job.exprs[i]]
+        }
+        forms = {i: e for i, e in forms.items() if e is not None}
+        if forms:
+            exprs = [forms.get(i, e) for i, e in enumerate(job.exprs)]
             retry.append(ReferenceJob(job.key, job.program, exprs))
     if retry:
         out.update(_values(retry, cache_file, progress))
     return out
 
 
-DICT_SUBCLASS_ERROR = re.compile(
-    r"EncodeError: cannot report a value of type '(Counter|defaultdict|OrderedDict)'"
-)
+_UNREPORTABLE = re.compile(r"EncodeError: cannot report a value of type '(\w+)'")
+_PLAIN_FORMS = {
+    "Counter": "{{**({})}}",
+    "defaultdict": "{{**({})}}",
+    "OrderedDict": "{{**({})}}",
+    "Match": "(({}) is not None)",
+}
 
 
-def as_plain_dict(expr: str) -> str:
-    """The value of `expr` as an exact dict, without a name lookup the program could shadow."""
-    return f"{{**({expr})}}"
+def plain_form(expr: str, error: str) -> str | None:
+    """`expr` rewritten to give a reportable value, for the unreportable type named in
+    `error` (None: no plain form). Operators only, so no name can be shadowed."""
+    found = _UNREPORTABLE.search(error)
+    form = _PLAIN_FORMS.get(found.group(1)) if found else None
+    return form.format(expr) if form else None
 
 
 def _values(jobs, cache_file, progress) -> dict[str, ReferenceValues]:
     cached = _load(cache_file) if cache_file else {}
-    todo = [job for job in jobs if _cache_key(job) not in cached]
+    keys = {job.key: [_entry_key(job.program, e) for e in job.exprs] for job in jobs}
+    todo = [(job, i) for job in jobs for i, k in enumerate(keys[job.key]) if k not in cached]
     if todo:
-        _compute(todo, cached, cache_file, progress or _bar(todo))
-    return {
-        job.key: replace(_from_cache(cached[_cache_key(job)]), exprs=list(job.exprs))
-        for job in jobs
-    }
+        _compute(todo, cached, cache_file, progress or _bar(len(todo)))
+    return {job.key: _from_entries(job, [cached[k] for k in keys[job.key]]) for job in jobs}
 
 
-def _bar(todo: Sequence[ReferenceJob]) -> Callable[[int, int], None]:
+def _entry_key(program: str, expr: str) -> str:
+    return hashlib.sha256(f"{program}\0{expr}".encode()).hexdigest()[:24]
+
+
+def _from_entries(job: ReferenceJob, entries: list[list]) -> ReferenceValues:
+    out = ReferenceValues(exprs=list(job.exprs))
+    for i, (kind, payload, seconds) in enumerate(entries):
+        if kind == "v":
+            out.values[i] = decode(payload)
+        else:
+            out.errors[i] = payload
+        out.seconds += seconds
+    return out
+
+
+def _bar(n: int) -> Callable[[int, int], None]:
     """A progress bar on stderr for the one-off computation (it can take minutes)."""
     from tqdm.auto import tqdm
 
-    n = sum(len(j.exprs) for j in todo)
     bar = tqdm(
-        total=None,
-        desc=f"expected outputs for {n} tests (once per machine)",
-        unit="batch",
-        leave=False,
+        total=n, desc="expected outputs (computed once per machine)", unit="test", leave=False
     )
 
     def update(done: int, total: int) -> None:
-        bar.total = total
         bar.n = done
         bar.refresh()
         if done >= total:
@@ -131,49 +151,32 @@ def _bar(todo: Sequence[ReferenceJob]) -> Callable[[int, int], None]:
     return update
 
 
-def _cache_key(job: ReferenceJob) -> str:
-    digest = hashlib.sha256(job.program.encode())
-    for expr in job.exprs:
-        digest.update(b"\0" + expr.encode())
-    return f"{job.key}|{digest.hexdigest()[:16]}"
-
-
-def _compute(todo, cached, cache_file, progress) -> None:
+def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, progress) -> None:
+    """Run the missing (job, expr index) pairs in chunks; cache every clean value."""
     from sandbox import run_batch
 
+    by_job: dict[int, tuple[ReferenceJob, list[int]]] = {}
+    for job, i in todo:
+        by_job.setdefault(id(job), (job, []))[1].append(i)
     chunks = [
-        (job, start, job.exprs[start : start + CHUNK])
-        for job in todo
-        for start in range(0, max(len(job.exprs), 1), CHUNK)
+        (job, idx[lo : lo + CHUNK])
+        for job, idx in by_job.values()
+        for lo in range(0, len(idx), CHUNK)
     ]
-    partial: dict[str, dict] = {}
     failures: list[str] = []
-    failed: set[str] = set()
-    batch = 64
+    done, batch = 0, 32
     for lo in range(0, len(chunks), batch):
         part = chunks[lo : lo + batch]
-        verdicts = run_batch(
-            [(job.program, [TestCase(e) for e in exprs]) for job, _, exprs in part],
-            limits=REFERENCE_LIMITS,
-        )
-        for (job, start, _), verdict in zip(part, verdicts, strict=True):
-            key = _cache_key(job)
-            entry = partial.setdefault(
-                key, {"values": {}, "errors": {}, "seconds": 0.0, "chunks": 0}
-            )
-            problem = _record(entry, start, verdict)
+        jobs = [(job.program, [TestCase(job.exprs[i]) for i in idx]) for job, idx in part]
+        for (job, idx), verdict in zip(part, run_batch(jobs, limits=REFERENCE_LIMITS), strict=True):
+            problem = _record(cached, job, idx, verdict)
             if problem:
                 failures.append(f"{job.key}: {problem}")
-                failed.add(key)
-            entry["seconds"] += verdict.duration_s
-            entry["chunks"] += 1
-            if entry["chunks"] * CHUNK >= len(job.exprs) and key not in failed:
-                cached[key] = partial.pop(key)
-                del cached[key]["chunks"]
+            done += len(idx)
         if cache_file:
-            _save(cache_file, cached)  # only complete, clean entries: an interrupted run resumes
+            _save(cache_file, cached)
         if progress:
-            progress(min(lo + batch, len(chunks)), len(chunks))
+            progress(done, len(todo))
     if failures:
         raise ReferenceError(
             f"{len(failures)} reference run(s) failed in the sandbox (is the sandbox working?): "
@@ -181,25 +184,19 @@ def _compute(todo, cached, cache_file, progress) -> None:
         )
 
 
-def _record(entry: dict, start: int, verdict) -> str | None:
-    """Store the values (or the exception each test raised); say why when the run failed."""
-    for outcome in verdict.outcomes:
-        i = str(start + outcome.index)
-        if outcome.status == "passed":
-            entry["values"][i] = encode(outcome.value)
-        elif outcome.status == "error":  # the reference raised on this input: deterministic
-            entry["errors"][i] = f"{outcome.error_type}: {outcome.message}"
+def _record(cached: dict, job: ReferenceJob, idx: list[int], verdict) -> str | None:
+    """Cache each value (or the exception the reference raised on that input: that is
+    deterministic); a run that did not finish caches nothing and says why."""
     if verdict.status in ("timeout", "error") and (verdict.error_type or not verdict.outcomes):
         return f"{verdict.error_type}: {verdict.message}"
+    seconds = verdict.duration_s / max(len(idx), 1)
+    for outcome in verdict.outcomes:
+        key = _entry_key(job.program, job.exprs[idx[outcome.index]])
+        if outcome.status == "passed":
+            cached[key] = ["v", encode(outcome.value), seconds]
+        elif outcome.status == "error":
+            cached[key] = ["e", f"{outcome.error_type}: {outcome.message}", seconds]
     return None
-
-
-def _from_cache(entry: dict) -> ReferenceValues:
-    return ReferenceValues(
-        values={int(i): decode(v) for i, v in entry["values"].items()},
-        errors={int(i): msg for i, msg in entry["errors"].items()},
-        seconds=float(entry["seconds"]),
-    )
 
 
 def _load(path: Path) -> dict:
@@ -217,7 +214,10 @@ def _save(path: Path, entries: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8") as f:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            gzip.open(raw, "wt", encoding="utf-8", compresslevel=1) as f,
+        ):
             json.dump({"version": CACHE_VERSION, "entries": entries}, f)
         os.replace(tmp, path)
     except BaseException:

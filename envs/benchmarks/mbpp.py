@@ -21,6 +21,12 @@ quirks of this copy, and how they are handled:
   from the first base input and the canonical output, so it agrees with the tests.
 - EvalPlus also accepts "always True" for Mbpp/164 and "always 0" for Mbpp/295 (an
   oracle over all inputs at once); here those tasks use the canonical outputs only.
+- eight tasks return items in set-iteration order (Mbpp/2, 7, 111, 140, 232, 249, 579,
+  769): their outputs compare as sets (EvalPlus v0.2's fix), since for strings that
+  order depends on the interpreter's hash seed.
+- three canonical solutions return `re.Match` objects (Mbpp/737, 787, 794), which
+  cannot be compared by value: those tests compare `result is not None` (EvalPlus
+  v0.2's oracle for these tasks).
 - references run with a generous timeout (Mbpp/123 takes ~2.6 s).
 """
 
@@ -46,6 +52,9 @@ from envs.problem import Problem
 from envs.sources import register_source
 
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
+# MBPP+ tasks whose canonical output order follows set iteration order (for strings it
+# changes with the interpreter's hash seed): compared as sets, as EvalPlus v0.2 does.
+SET_EQUAL_TASKS = frozenset({2, 7, 111, 140, 232, 249, 579, 769})
 
 
 def task_number(task_id: str | int) -> int:
@@ -189,30 +198,42 @@ def load_mbpp_plus(
         chosen = sample_inputs(r, plus, plus_sample, seed)
         n = task_number(r["task_id"])
         inputs[r["task_id"]] = {k: [restore_args(n, a) for a in v] for k, v in chosen.items()}
-    jobs = [
-        ReferenceJob(
-            f"{r['task_id']}:{part}",
-            r["canonical_solution"],
-            [call_expr(r["entry_point"], a) for a in inputs[r["task_id"]][f"{part}_input"]],
-        )
+    calls = {
+        (r["task_id"], part): [_shown_call(r, a) for a in inputs[r["task_id"]][f"{part}_input"]]
         for r in records
         for part in parts
+    }
+    by_id = {r["task_id"]: r for r in records}
+    jobs = [
+        ReferenceJob(f"{tid}:{part}", by_id[tid]["canonical_solution"], [_as_set(c) for c in shown])
+        for (tid, part), shown in calls.items()
     ]
     values = reference_values(jobs, cache_path("mbpp+", data_sha256("mbpp+")))
-    return [_plus_problem(r, inputs[r["task_id"]], values, parts) for r in records]
+    return [_plus_problem(r, calls, values, parts) for r in records]
 
 
-def _plus_problem(record: dict, inputs: dict, values: dict, parts: Sequence[str]) -> Problem:
-    tid, entry, atol = record["task_id"], record["entry_point"], float(record["atol"])
-    tests: dict[str, list] = {"base": [], "plus": []}
+def _shown_call(record: dict, args: list) -> str:
+    call = call_expr(record["entry_point"], args)
+    return f"set({call})" if task_number(record["task_id"]) in SET_EQUAL_TASKS else call
+
+
+def _as_set(shown: str) -> str:
+    """`set(x)` as `{*(x)}`: the same value, without a name the program could shadow."""
+    return f"{{*({shown[4:-1]})}}" if shown.startswith("set(") else shown
+
+
+def _plus_problem(record: dict, calls: dict, values: dict, parts: Sequence[str]) -> Problem:
+    tid, atol = record["task_id"], float(record["atol"])
+    tests = {"base": [], "plus": []}
     for part in parts:
-        calls = [call_expr(entry, args) for args in inputs[f"{part}_input"]]
-        tests[part] = reference_tests(f"{tid} ({part})", calls, values[f"{tid}:{part}"], atol)
+        tests[part] = reference_tests(
+            f"{tid} ({part})", calls[tid, part], values[f"{tid}:{part}"], atol
+        )
     text = record["prompt"].strip().strip("'\"").strip()
     return Problem(
         task_id=tid,
         prompt=mbpp_prompt(text, tests["base"][0].display if tests["base"] else ""),
-        entry_point=entry,
+        entry_point=record["entry_point"],
         tests=tests["base"],
         source="mbpp+",
         reference=record["canonical_solution"],
