@@ -213,6 +213,14 @@ def _children():
         return None  # unknown: assume the worst
 
 
+def _no_children():
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
 def _kill_children():
     """Without a job uid: SIGKILL our children until none are left (best effort)."""
     import signal
@@ -247,8 +255,9 @@ def _reap_all(uid, patience_s=2.0):
 def _end_job(pid, uid, exited):
     """Kill and reap everything the job started; return the job child's wait status."""
     status = os.waitpid(pid, 0)[1] if exited else None
-    if status is None or _children() != []:
-        _kill_uid(uid) if uid is not None else _kill_children()
+    if status is not None and _no_children():
+        return status, True  # the usual case: one process, already gone
+    _kill_uid(uid) if uid is not None else _kill_children()
     if status is None:
         status = os.waitpid(pid, 0)[1]
     clean = _reap_all(uid)
@@ -330,8 +339,6 @@ def _run_job(job, scratch_root):
         os.chown(scratch, uid, uid)
     out_path = os.path.join(scratch, ".output")
     out_fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    if uid is not None:
-        os.fchown(out_fd, uid, uid)
     chan_r, chan_w = os.pipe()
     start = time.monotonic()
     pid = os.fork()
@@ -355,7 +362,11 @@ def _run_job(job, scratch_root):
     os.close(chan_r)
     output = os.pread(out_fd, job["output_bytes"], 0).decode("utf-8", "replace")
     os.close(out_fd)
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:  # the usual case: only our output file is left
+        os.unlink(out_path)
+        os.rmdir(scratch)
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
     return {
         "channel": data.decode("utf-8", "replace"),
         "output": output,
@@ -363,6 +374,7 @@ def _run_job(job, scratch_root):
         "exit": None if timed_out else _describe_exit(status),
         "duration_s": duration,
         "clean": clean,
+        "truncated": len(data) >= job["max_result_bytes"],
     }
 
 

@@ -54,6 +54,8 @@ def build_verdict(
     program_error, loaded, reports, _ = parse_channel(reply.get("channel", ""))
     timed_out = bool(reply.get("timed_out"))
     exit_note = _exit_note(reply.get("exit"))
+    if reply.get("truncated"):
+        exit_note = "the reported values exceeded the sandbox's size limit"
     verdict = Verdict(
         status="passed",
         stdout=reply.get("output", ""),

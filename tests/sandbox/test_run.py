@@ -130,3 +130,10 @@ def test_bad_tests_give_clear_errors(pool):
         pool.run(ADD, ["add(1, 2)"])
     with pytest.raises(ValueError, match="non-empty expression"):
         pool.run(ADD, [TestCase("")])
+
+
+def test_oversized_values_are_cut_off_with_a_reason(pool):
+    big = "def f():\n    return 'x' * (6 << 20)\n"
+    v = pool.run(big, [TestCase("f()", "x"), TestCase("f()", "x"), TestCase("f()", "x")])
+    assert v.status == "error"
+    assert "exceeded the sandbox's size limit" in v.message
