@@ -89,9 +89,12 @@ class CollectConfig:
         return self.problem_limits.get(spec, self.max_problems)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings that change the data (not where or how fast it is made)."""
+        """The settings that change each problem's data: not where or how fast it is made,
+        nor which problems are included (a collection can grow to more problems)."""
         d = dataclasses.asdict(self)
         for key in ("out", "num_workers", "cpus_per_worker", "ray_address", "num_cpus"):
+            d.pop(key)
+        for key in ("problems", "max_problems", "problem_limits"):
             d.pop(key)
         for key in (
             "timeout_s",

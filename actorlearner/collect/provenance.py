@@ -83,6 +83,7 @@ def build(
         },
         "seed": cfg.seed,
         "config": cfg.fingerprint(),
+        "problems": {s: cfg.limit_for(s) or "all" for s in cfg.problems},
         "versions": package_versions(),
         "git_commit": _git_commit(),
         "records": counts,

@@ -174,9 +174,33 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
     cfg = CollectConfig(out=str(tmp_path), refiner="reference", samples_per_problem=0)
     _check_out_dir(tmp_path, cfg)
     _check_out_dir(tmp_path, cfg)  # same settings: fine
+    cfg.max_problems = 50  # growing the collection to more problems is fine
+    _check_out_dir(tmp_path, cfg)
     cfg.refinements_per_wrong = 3
     with pytest.raises(ValueError, match="refinements_per_wrong"):
         _check_out_dir(tmp_path, cfg)
+
+
+def test_collection_grows_without_redoing_units(tmp_path):
+    from actorlearner.collect.runner import run_collect
+
+    def cfg(n: int) -> CollectConfig:
+        return CollectConfig(
+            problems=["synthetic:train"],
+            source_options={"synthetic:train": {"n": 4}},
+            max_problems=n,
+            out=str(tmp_path),
+            samples_per_problem=0,
+            refiner="reference",
+            num_workers=0,
+        )
+
+    assert run_collect(cfg(2), show_progress=False)["total"]["problems"] == 2
+    first = (tmp_path / "units.jsonl").read_text()
+    assert run_collect(cfg(3), show_progress=False)["total"]["problems"] == 3
+    grown = (tmp_path / "units.jsonl").read_text()
+    assert grown.startswith(first) and len(grown.splitlines()) == 3
+    assert len(_read(tmp_path / "sft.jsonl")) == 3  # one verified reference per buggy program
 
 
 # ---------------------------------------------------------------------- whole pipeline
