@@ -43,6 +43,20 @@ def _trim(ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return ids[:, :length], attn[:, :length], length
 
 
+def _my_micro_batches(
+    rows: Sequence[int], rank: int, world_size: int, size: int
+) -> list[tuple[list[int], float]]:
+    """This rank's micro-batches of a global batch, each with a loss weight.
+
+    A rank whose share is empty (batch smaller than the world) runs one row with weight
+    0: it still joins the gradient all-reduce, contributing nothing.
+    """
+    mine = rank_share(rows, rank, world_size)
+    if not mine:
+        return [([rows[0]], 0.0)]
+    return [(micro, 1.0) for micro in chunks(mine, size)]
+
+
 def _minibatches(perm: list[int], n: int) -> list[list[int]]:
     size = -(-len(perm) // n)
     return [perm[i : i + size] for i in range(0, len(perm), size)]
@@ -149,22 +163,22 @@ class DeepSpeedLearner:
     # -------------------------------------------------------------------- SFT
     def sft_step(self, batch: SFTBatch) -> dict[str, float]:
         """One optimizer step on a global SFT batch: mean NLL over its trained tokens."""
-        if len(batch) < self.world_size:
-            raise ValueError(f"SFT batch of {len(batch)} rows cannot feed {self.world_size} ranks")
         start = time.perf_counter()
         self.engine.train()
         normalizer = batch.loss_mask.sum().clamp(min=1) / self.world_size
         nll_sum = torch.zeros((), device=self.device)
-        mine = rank_share(range(len(batch)), self.rank, self.world_size)
-        for micro in chunks(mine, self.cfg.micro_batch_size):
+        rows = list(range(len(batch)))
+        size = self.cfg.micro_batch_size
+        for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, size):
             sub = batch.select(micro)
             ids, attn, length = _trim(sub.input_ids, sub.attention_mask)
             mask = sub.loss_mask[:, : length - 1].to(self.device)
             logits, values = self._forward(ids, attn)
             nll = -(target_logprobs(logits, ids.to(self.device), 1.0) * mask).sum()
             # the value head joins the graph with weight 0 so every rank reduces the same params
-            self.engine.backward(nll / normalizer + 0.0 * values.sum(), scale_wrt_gas=False)
-            nll_sum += nll.detach()
+            loss = weight * nll / normalizer + 0.0 * values.sum()
+            self.engine.backward(loss, scale_wrt_gas=False)
+            nll_sum += weight * nll.detach()
         grad_norm = self._optimizer_step()
         self.step += 1
         all_reduce_sum(nll_sum)
@@ -257,6 +271,7 @@ class DeepSpeedLearner:
         data: dict[str, torch.Tensor],
         rows: list[int],
         normalizer: torch.Tensor,
+        weight: float = 1.0,
     ) -> torch.Tensor:
         """Forward/backward one micro-batch; returns detached sums for the metrics."""
         p = self.cfg.ppo
@@ -289,11 +304,10 @@ class DeepSpeedLearner:
         with torch.set_grad_enabled(p.entropy_coef > 0):
             entropy = ppo.masked_sum(ppo.entropy_from_logits(logits[:, :-1] / p.temperature), mask)
         loss = pg.loss + p.vf_coef * vf.loss - p.entropy_coef * entropy / normalizer
-        self.engine.backward(loss, scale_wrt_gas=False)
+        self.engine.backward(weight * loss, scale_wrt_gas=False)
         approx_kl = ppo.masked_sum(take(data["old_logprobs"]) - logp.detach(), mask)
-        return torch.stack(
-            [pg.token_sum, vf.token_sum, clipped, entropy.detach(), approx_kl, mask.sum()]
-        ).float()
+        sums = [pg.token_sum, vf.token_sum, clipped, entropy.detach(), approx_kl, mask.sum()]
+        return weight * torch.stack(sums).float()
 
     def ppo_step(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """One PPO update on a rollout batch: epochs x mini-batches of optimizer steps."""
@@ -306,21 +320,15 @@ class DeepSpeedLearner:
         batch, data = self._prepare(kept)
         mask = batch.action_mask
         n = len(kept)
-        if -(-n // p.num_minibatches) < self.world_size:
-            raise ValueError(
-                f"{n} trajectories in {p.num_minibatches} mini-batches leave ranks idle with "
-                f"{self.world_size} ranks: use fewer mini-batches or a larger rollout batch"
-            )
         sums = torch.zeros(6, device=self.device)
         grad_norms = []
         for _ in range(p.epochs):
             perm = torch.randperm(n, generator=self.generator).tolist()
             for mb in _minibatches(perm, p.num_minibatches):
                 normalizer = mask[mb].sum().clamp(min=1).to(self.device) / self.world_size
-                for micro in chunks(
-                    rank_share(mb, self.rank, self.world_size), self.cfg.micro_batch_size
-                ):
-                    sums += self._ppo_micro(batch, data, micro, normalizer)
+                size = self.cfg.micro_batch_size
+                for micro, w in _my_micro_batches(mb, self.rank, self.world_size, size):
+                    sums += self._ppo_micro(batch, data, micro, normalizer, w)
                 grad_norms.append(self._optimizer_step())
         all_reduce_sum(sums)
         tokens = sums[5].clamp(min=1)

@@ -146,11 +146,15 @@ def test_two_ranks_give_the_same_update_as_one(make_learner, tiny_model_dir, tmp
     import ray
 
     from actorlearner.learner.group import LearnerGroup
+    from actorlearner.learner.sft import SFTExample, collate_sft
 
-    ppo_cfg = PPOConfig(epochs=2, num_minibatches=2)
-    batch = synthetic_batch(seed=7, n=8)
+    # 7 trajectories in 4 mini-batches (2, 2, 2, 1): the last leaves rank 1 without data
+    ppo_cfg = PPOConfig(epochs=2, num_minibatches=4)
+    batch = synthetic_batch(seed=7, n=7)
+    sft = collate_sft([SFTExample(t.token_ids, t.action_mask) for t in batch[:3]], pad_id=1)
     one = make_learner(zero_stage=2, micro_batch_size=3, ppo=ppo_cfg)
     m1 = one.ppo_step(batch)
+    s1 = one.sft_step(sft)
     w1 = one.state_dict_for_actors()
 
     cfg = LearnerConfig(
@@ -160,20 +164,21 @@ def test_two_ranks_give_the_same_update_as_one(make_learner, tiny_model_dir, tmp
     try:
         group = LearnerGroup(cfg, num_ranks=2)
         m2 = group.ppo_step(batch)
+        s2 = group.sft_step(sft)
         w2 = group.state_dict_for_actors()
-        assert group.version == 1
+        assert (group.version, group.step) == (1, 2)
         exported = group.export_hf(tmp_path / "hf")  # ZeRO-3: gathered across both ranks
         group.shutdown()
     finally:
         ray.shutdown()
     for k in ("loss/policy", "loss/value", "clipfrac", "entropy", "kl", "grad_norm"):
         assert m2[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
+    for k in ("loss/sft", "grad_norm"):
+        assert s2[k] == pytest.approx(s1[k], rel=1e-4, abs=1e-6), k
     assert set(w1) == set(w2)
-    moved = max(
-        (w1[k] - one_initial).abs().max().item()
-        for k, one_initial in _initial(tiny_model_dir).items()
-    )
-    assert moved > 1e-4  # the update did something, so agreeing is meaningful
+    initial = _initial(tiny_model_dir)
+    moved = max((w1[k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-4  # the updates did something, so agreeing is meaningful
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5)
     from transformers import AutoModelForCausalLM
