@@ -131,9 +131,28 @@ def _check_out_dir(out: Path, cfg: CollectConfig) -> None:
         atomic_write_json(path, current)
 
 
+def preflight(cfg: CollectConfig) -> None:
+    """Fail before any work on a missing policy directory or an unreachable teacher."""
+    uses = {cfg.refiner} | ({cfg.sampler} if cfg.samples_per_problem else set())
+    if "policy" in uses:
+        from actorlearner.models import check_model_path
+
+        check_model_path(cfg.policy)
+    if "teacher" in uses:
+        from actorlearner.teacher import TeacherClient, TeacherError, TeacherUnreachable
+
+        try:
+            TeacherClient(cfg.teacher).check()
+        except TeacherUnreachable:
+            raise
+        except TeacherError:  # it answered; some endpoints do not serve /models
+            pass
+
+
 def run_collect(cfg: CollectConfig, show_progress: bool = True) -> dict:
     """Run (or resume) a collection into `cfg.out`; returns the summary (Table 1 rows)."""
     cfg.validate()
+    preflight(cfg)
     out = Path(cfg.out)
     _check_out_dir(out, cfg)
     started = time.time()

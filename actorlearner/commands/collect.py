@@ -90,10 +90,11 @@ def register(app: typer.Typer) -> None:
             config, {k: v for k, v in given.items() if v is not None}, overrides or []
         )
         from actorlearner.collect.runner import run_collect
+        from actorlearner.teacher import TeacherError
 
         try:
             run_collect(cfg, show_progress=progress)
-        except (ValueError, FileNotFoundError, KeyError) as exc:
+        except (ValueError, FileNotFoundError, KeyError, TeacherError) as exc:
             typer.secho(f"collect: {exc}", fg="red", err=True)
             raise typer.Exit(2) from exc
 

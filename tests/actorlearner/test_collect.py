@@ -404,3 +404,21 @@ def test_from_run_config_maps_the_tiny_recipe():
     assert cfg.limit_for("synthetic:train") == 0  # every generated synthetic problem
     assert cfg.limit_for("mbpp:train") == run.data.max_problems_per_source
     assert cfg.samples_per_problem == run.collect.samples_per_problem
+
+
+def test_cli_fails_fast_on_unreachable_teacher(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "actorlearner.cli", "collect", "--problems", "synthetic:train",
+        "--out", str(tmp_path / "out"), "--samples", "0", "--refiner", "teacher",
+        "--teacher-url", f"http://127.0.0.1:{port}/v1", "--workers", "0", "teacher.max_retries=1",
+        "teacher.backoff_s=0.01",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "unreachable" in res.stderr and "--teacher-url" in res.stderr
+    assert not (tmp_path / "out" / "units.jsonl").exists()
