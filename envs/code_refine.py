@@ -34,6 +34,7 @@ from envs.templates import (
 from sandbox.types import Limits, TestCase, Verdict
 
 ENV_ID = "CodeRefine-v0"
+SANDBOX_ERROR = "SandboxError"  # the sandbox's own failure (not the program's)
 DEFAULT_PROBLEMS = "synthetic:train"
 REPLACEMENT = "\ufffd"
 
@@ -93,8 +94,9 @@ class CodeRefineEnv(gym.Env[str, str]):
     ({"explanation"|"code": (start, end)} character offsets into the reply, empty when
     absent), "rewards_by_span" ({"explanation"|"code"|"turn": value}, rewards of absent
     spans moved to "turn"), "explanation", "code", "feedback", "pass_rate", "turn",
-    "task_id". A reply with no code is not run: the format term penalises it and the
-    next observation says so.
+    "task_id", "sandbox_error" (the sandbox itself failed: the episode is truncated and
+    its last reward is not the policy's doing; trainers may drop it). A reply with no
+    code is not run: the format term penalises it and the next observation says so.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
@@ -194,7 +196,10 @@ class CodeRefineEnv(gym.Env[str, str]):
         result = self.reward_fn(ctx)
         ep.turn += 1
         terminated = verdict is not None and verdict.passed
-        truncated = not terminated and ep.turn >= self.max_turns
+        broken = verdict is not None and verdict.error_type == SANDBOX_ERROR
+        if broken:
+            gym.logger.warn(f"sandbox failure on {ep.problem.task_id}; episode truncated")
+        truncated = not terminated and (ep.turn >= self.max_turns or broken)
         ep.done = terminated or truncated
         if verdict is not None:
             ep.code, ep.verdict = reply.code or "", verdict
@@ -240,6 +245,7 @@ class CodeRefineEnv(gym.Env[str, str]):
             "pass_rate": verdict.pass_rate if verdict is not None else 0.0,
             "turn": self._ep.turn,
             "task_id": self._ep.problem.task_id,
+            "sandbox_error": verdict is not None and verdict.error_type == SANDBOX_ERROR,
         }
 
     def _pick(self, options: dict[str, Any]) -> tuple[str, str, PoolEntry | None]:
@@ -282,7 +288,10 @@ class CodeRefineEnv(gym.Env[str, str]):
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        verdict = self._cache[key] = self._run(problem, code)
+        verdict = self._run(problem, code)
+        if verdict.error_type == SANDBOX_ERROR:  # not the program's fault: retry next time
+            return verdict
+        self._cache[key] = verdict
         if len(self._cache) > size:
             self._cache.popitem(last=False)
         return verdict

@@ -192,6 +192,28 @@ def test_pool_gives_wrong_code_and_references(tmp_path):
     assert terminated and reward == pytest.approx(1.0)  # CodeBLEU against the pool's fix
 
 
+def test_sandbox_failure_truncates_and_is_flagged():
+    """Fault injection: the sandbox's own failure must not pass as the program's."""
+    import sandbox
+    from sandbox.types import Verdict
+
+    calls = []
+
+    def flaky(program, tests, limits):
+        calls.append(program)
+        if len(calls) == 2:  # the first step's run fails inside the sandbox
+            return Verdict("error", error_type="SandboxError", message="worker died", timeout_s=4.0)
+        return sandbox.run(program, tests, limits)
+
+    env = make(runner=flaky)
+    _, info = env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(fix_reply(env, info["task_id"]))
+    assert (terminated, truncated, info["sandbox_error"]) == (False, True, True)
+    _, info = env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(fix_reply(env, info["task_id"]))
+    assert (terminated, truncated, info["sandbox_error"]) == (True, False, False)
+
+
 def test_bad_input_gets_clear_errors(mbpp_problem, tmp_path):
     env = make()
     with pytest.raises(RuntimeError, match="reset"):
