@@ -122,7 +122,8 @@ def load_model(
             f"could not load a causal LM from {path!r} ({exc}); pass a local model directory, "
             "or a hub name on a machine with hub access"
         ) from exc
-    return model.to(dev).eval(), tok
+    model = model.to(dev)  # type: ignore[arg-type]
+    return model.eval(), tok
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:

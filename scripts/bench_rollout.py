@@ -145,6 +145,7 @@ def main(
     env_kwargs = {"problems": problems, "max_turns": 1, "rewards": rewards}
     hf_model, tok = load_model(model, dtype="float32", device="cpu")
     stop = tok.convert_tokens_to_ids(IM_END)
+    assert isinstance(stop, int), "the tokenizer has no <|im_end|> token"
     sampling = SamplingParams(
         max_new_tokens=max_new_tokens, temperature=1.0, stop_token_ids=(stop,)
     )

@@ -179,9 +179,9 @@ class HFEngine:
             raise ValueError(f"LoRA keys that match no adapter module: {bad[:5]}")
 
     def _load_full(self, state: dict[str, Any]) -> None:
-        base = self.model.get_base_model() if self.is_lora else self.model
+        base = _base(self.model)
         # remove_duplicate=False keeps tied aliases such as lm_head.weight addressable
-        params = dict(base.named_parameters(remove_duplicate=False))
+        params: dict[str, torch.Tensor] = dict(base.named_parameters(remove_duplicate=False))
         params.update(dict(base.named_buffers(remove_duplicate=False)))
         unknown = []
         for key, value in state.items():
@@ -212,13 +212,18 @@ def _strip(key: str) -> str:
     return key
 
 
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def _forward_kwargs(model: torch.nn.Module):
     """Cache keyword of this transformers version (`cache` in v5, `past_key_values` before),
     plus `logits_to_keep=1` where supported so the prefill skips logits of prompt tokens."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
+    params = inspect.signature(_base(model).forward).parameters
     name = "cache" if "cache" in params else "past_key_values"
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     return lambda cache: {name: cache, "use_cache": True, **extra}

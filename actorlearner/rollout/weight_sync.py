@@ -38,9 +38,14 @@ def policy_state(model: torch.nn.Module, lora_only: bool = False) -> dict[str, t
 
         state = get_peft_model_state_dict(model)
     else:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        state = base.state_dict()
+        state = _base(model).state_dict()
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 def bucket_plan(metas: Iterable[TensorMeta], bucket_mb: float = 256.0) -> list[list[TensorMeta]]:
