@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from sandbox.pool import Job, SandboxPool
 from sandbox.types import Limits, TestCase, Verdict
@@ -117,7 +117,10 @@ class ClusterSandbox:
 
         if not jobs:
             return []
-        lease, granted = ray.get(self._limiter.acquire.remote(min(len(jobs), self.pool.size)))
+        want = min(len(jobs), self.pool.size)
+        lease: int
+        granted: int
+        lease, granted = ray.get(self._limiter.acquire.remote(want))
         try:
             return self._run_limited(jobs, limits, granted)
         finally:
@@ -126,7 +129,7 @@ class ClusterSandbox:
     def stats(self) -> dict[str, Any]:
         import ray
 
-        return ray.get(self._limiter.stats.remote())
+        return cast(dict[str, Any], ray.get(self._limiter.stats.remote()))
 
     def _run_limited(self, jobs: Sequence[Job], limits: Limits | None, width: int) -> list[Verdict]:
         if width >= self.pool.size:

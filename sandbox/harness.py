@@ -378,7 +378,7 @@ def _run_job(job, scratch_root):
     }
 
 
-_LIBC = []
+_LIBC: list = []
 
 
 def _libc():

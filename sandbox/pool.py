@@ -49,6 +49,12 @@ class SandboxPool:
     def __enter__(self) -> SandboxPool:
         return self
 
+    def start(self) -> SandboxPool:
+        """Start every jail now (they otherwise start on first use)."""
+        with ThreadPoolExecutor(self.size) as ex:
+            list(ex.map(lambda w: w.alive or w.start(), self._workers))
+        return self
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 

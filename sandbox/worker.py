@@ -52,6 +52,7 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        self.close()  # a dead predecessor, if any
         cmd = zygote_command(self.backend, self.max_memory_mb << 20)
         self._proc = subprocess.Popen(
             cmd,

@@ -143,7 +143,8 @@ def bench_ours(problems, workers: int, rounds: int, backend: str | None):
     jobs = our_jobs(problems)
     limits = Limits(timeout_s=10.0)
     with SandboxPool(workers=workers, limits=limits, backend=backend) as pool:
-        pool.run_batch(jobs[:workers])  # warm-up: jails started
+        pool.start()
+        pool.run_batch(jobs[:workers])  # warm-up
         per_round, rss_rounds = [], []
         cpu0 = own_cpu() + cpu_seconds(jail_tree(pool.pids()))
         with MemorySampler(pool) as mem:
