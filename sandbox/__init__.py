@@ -6,7 +6,23 @@
 
 `run` and `run_batch` use a shared default `SandboxPool` (firejail unless
 ``SANDBOX_BACKEND``/`backend` says otherwise); create your own pool for other limits
-or worker counts.
+or worker counts, and `sandbox.distributed.ClusterSandbox` from Ray actors.
+
+Trust model. Inside the jail, a trusted harness execs the program and evaluates each
+`TestCase.expr` in its namespace; only the *values* come back, encoded from exact
+builtin types. Expected values never enter the jail, and pass/fail is decided here
+(`sandbox.compare.matches`). The candidate runs in the same process as the harness,
+so it can patch the harness or write to its channel, but all it can do that way is
+report values, which still have to equal values it cannot see. (A "truthy" test,
+where any truthy value passes, is the one kind a forger can satisfy blindly; prefer
+``expected=True`` with the "eq" oracle, which a forger would have to guess.)
+
+Isolation (see `sandbox.jail` and `sandbox.harness`): one warm jailed zygote per
+worker forks a child per run; the child takes a fresh unprivileged uid, rlimits
+(CPU, memory, file size, processes) and a fresh scratch dir on a private tmpfs, with
+no network and no view of the project, its data or site-packages. After each run
+every process of that uid is killed. Captured output is stdout and stderr
+interleaved, in `Verdict.stdout`.
 """
 
 from __future__ import annotations
