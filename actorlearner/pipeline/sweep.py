@@ -69,7 +69,10 @@ def run_sweep(
     from ray import tune
 
     grid = parse_grid(params)
-    load_config(config_path, base_overrides + [f"{k}={v[0]}" for k, v in grid.items()])  # fail fast
+    first = load_config(config_path, base_overrides + [f"{k}={v[0]}" for k, v in grid.items()])
+    # Trials run in their own directories: pin the config and the outputs to absolute paths.
+    config_path = str(Path(config_path).resolve())
+    base_overrides = [*base_overrides, f"output_dir={Path(first.output_dir).resolve()}"]
     if not ray.is_initialized():
         ray.init(num_cpus=None, include_dashboard=False)
 
@@ -77,7 +80,9 @@ def run_sweep(
         _trial(config_path, base_overrides, name, tune_cfg["overrides"])
 
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 0}),  # nested actors take the cores
+        # The trial holds no CPU (its nested actors take the cores), only a token of memory,
+        # since Tune needs a non-empty resource request.
+        tune.with_resources(trainable, {"cpu": 0, "memory": 2**20}),
         param_space={"overrides": tune.grid_search(trial_overrides(grid))},
         tune_config=tune.TuneConfig(max_concurrent_trials=1),
         run_config=tune.RunConfig(name=name, storage_path=str(Path("runs").resolve() / "tune")),
