@@ -77,6 +77,8 @@ class EpisodeRunner:
         self._pool = ThreadPoolExecutor(len(envs), thread_name_prefix="env")
         self._lock = threading.Lock()
         self._todo = 0
+        self._limit: int | None = None
+        self._skips_left = 0
         self.timings: dict[str, float] = {}
 
     def close(self) -> None:
@@ -90,6 +92,8 @@ class EpisodeRunner:
         if not sampling.stop_token_ids:
             sampling = dataclasses.replace(sampling, stop_token_ids=self.stop_ids)
         self._todo = num_episodes
+        self._limit = self._context_limit(sampling.max_new_tokens)
+        self._skips_left = num_episodes  # first prompts too long for the model (bounded)
         self.timings = {"generate_s": 0.0, "env_wait_s": 0.0, "env_s": 0.0, "generated_tokens": 0}
         t0 = time.perf_counter()
         done: list[Trajectory] = []
@@ -145,6 +149,9 @@ class EpisodeRunner:
                     return False
         if result.reset is not None:
             self._start(slot, *result.reset)
+            if self._over_context(slot):  # the first prompt alone leaves no room to reply
+                self._skip_long_prompt(slot)
+                return False
         return slot.episode is not None
 
     def _generate(self, slots: list[_Slot], sampling: SamplingParams) -> None:
@@ -196,8 +203,33 @@ class EpisodeRunner:
         slot.env_s = 0.0
         slot.started = time.perf_counter()
 
+    def _context_limit(self, max_new_tokens: int) -> int | None:
+        """Longest context that still leaves room for a full reply."""
+        limits = [self.max_context_tokens]
+        positions = getattr(self.engine, "max_positions", None)
+        if positions:
+            limits.append(positions - max_new_tokens)
+        known = [x for x in limits if x]
+        return min(known) if known else None
+
     def _over_context(self, slot: _Slot) -> bool:
-        return bool(self.max_context_tokens) and len(slot.episode.ids) >= self.max_context_tokens  # type: ignore[union-attr,operator]
+        return self._limit is not None and len(slot.episode.ids) > self._limit  # type: ignore[union-attr]
+
+    def _skip_long_prompt(self, slot: _Slot) -> None:
+        """Drop an episode whose first prompt does not fit, and start another instead."""
+        self.timings["skipped_long_prompts"] = self.timings.get("skipped_long_prompts", 0) + 1
+        self._skips_left -= 1
+        if self._skips_left < 0:
+            raise ValueError(
+                f"too many first prompts are longer than {self._limit} tokens (the model's "
+                "positions minus max_new_tokens, or max_context_tokens); use shorter problems "
+                "or feedback, a model with more positions, or a smaller max_new_tokens"
+            )
+        slot.episode = None
+        with self._lock:
+            self._todo += 1
+        if self._claim():
+            slot.future = self._pool.submit(self._reset, slot)
 
     def _finish(
         self, slot: _Slot, terminated: bool, truncated: bool, info: dict, **extra: Any

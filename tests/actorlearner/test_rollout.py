@@ -244,6 +244,24 @@ def test_auto_overlap_splits_the_batch_only_when_env_steps_are_slow(engine):
         EpisodeRunner(engine, engine.tokenizer, [make_env()], overlap="sometimes")
 
 
+def test_context_limit_ends_episodes_instead_of_overflowing(engine):
+    tok = engine.tokenizer
+    sampling = SamplingParams(max_new_tokens=8, temperature=1.0, seed=0)
+    env = make_env(max_turns=3)
+    _, info = env.reset(seed=0)
+    prompt_len = len(tok(render(info["messages"], True), add_special_tokens=False)["input_ids"])
+    runner = EpisodeRunner(engine, tok, [make_env(max_turns=3)], max_context_tokens=prompt_len + 20)
+    trajs = runner.run(2, sampling)
+    assert len(trajs) == 2
+    for t in trajs:  # the feedback after the first reply pushes the context over the limit
+        assert t.stats["context_limit"] and t.stats["turns"] == 1
+    tight = EpisodeRunner(engine, tok, [make_env()], max_context_tokens=prompt_len // 2)
+    with pytest.raises(ValueError, match="first prompts are longer"):
+        tight.run(2, sampling)
+    runner.close()
+    tight.close()
+
+
 # ---------------------------------------------------------------------- Ray actors
 
 
