@@ -86,37 +86,43 @@ def bench_runner(engine, tokenizer, env_kwargs, batch, episodes, sampling, overl
     return Result(name, sum(sum(t.action_mask) for t in trajs), sec)
 
 
-def bench_actors(model_path, env_kwargs, batch, episodes, sampling, overlap) -> Result:
+def bench_actors(model_path, env_kwargs, batch, episodes, sampling, modes) -> list[Result]:
+    """One Ray rollout actor per mode (one Ray start for all: it is slow on a busy machine)."""
     import ray
 
     from actorlearner.rollout.config import RolloutConfig
     from actorlearner.rollout.group import RolloutGroup
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    out = []
     try:
-        cfg = RolloutConfig(
-            model_path=model_path,
-            num_actors=1,
-            envs_per_actor=batch,
-            num_cpus_per_actor=1,
-            env_kwargs=env_kwargs,
-            sampling=sampling,
-            overlap_env=overlap,
-        )
-        group = RolloutGroup(cfg)
-        group.wait_ready()
-        group.rollout(batch)  # warm-up
-        t0 = time.perf_counter()
-        trajs = group.rollout(episodes)
-        sec = time.perf_counter() - t0
-        group.shutdown()
+        for overlap in modes:
+            cfg = RolloutConfig(
+                model_path=model_path,
+                num_actors=1,
+                envs_per_actor=batch,
+                num_cpus_per_actor=1,
+                env_kwargs=env_kwargs,
+                sampling=sampling,
+                overlap_env=overlap,
+            )
+            group = RolloutGroup(cfg)
+            group.wait_ready(timeout_s=900)
+            group.rollout(batch)  # warm-up
+            t0 = time.perf_counter()
+            trajs = group.rollout(episodes)
+            sec = time.perf_counter() - t0
+            t = group.info()[0]["timings"]
+            print(
+                f"  Ray actor, overlap={overlap}: generate {t['generate_s']:.2f}s, env (threads) "
+                f"{t['env_s']:.2f}s, blocked on env {t['env_wait_s']:.2f}s"
+            )
+            group.shutdown()
+            tokens = sum(sum(tr.action_mask) for tr in trajs)
+            out.append(Result(f"Ray rollout actor, overlap={overlap}", tokens, sec))
     finally:
         ray.shutdown()
-    return Result(
-        f"Ray rollout actor (overlap={overlap})",
-        sum(sum(t.action_mask) for t in trajs),
-        sec,
-    )
+    return out
 
 
 @app.command()
@@ -157,12 +163,11 @@ def main(
     engine = HFEngine(model=hf_model, tokenizer=tok)
     results = [base]
     results += [
-        bench_runner(engine, tok, env_kwargs, batch, episodes, sampling, o) for o in (False, True)
+        bench_runner(engine, tok, env_kwargs, batch, episodes, sampling, o)
+        for o in (False, True, "auto")
     ]
     base_again = bench_generate(hf_model, tok, prompts, max_new_tokens, stop, rounds)
-    results += [
-        bench_actors(model, env_kwargs, batch, episodes, sampling, o) for o in (False, True)
-    ]
+    results += bench_actors(model, env_kwargs, batch, episodes, sampling, (False, "auto"))
     results.append(base_again)
     ref = (base.rate + base_again.rate) / 2
     print(f"\nmodel={model} batch={batch} max_new_tokens={max_new_tokens} episodes={episodes}")
