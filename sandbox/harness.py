@@ -526,6 +526,7 @@ def serve(scratch_root, plan):
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     _send(out, {"ready": True, "uid": os.getuid()})
+    os.dup2(devnull, 2)  # nobody reads our stderr from now on; it must not fill up
     while True:
         job = _recv(inp)
         if job is None:

@@ -60,6 +60,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env=_jail_env(),
         )
         try:
             assert self._proc.stdin is not None
@@ -151,6 +152,11 @@ class Worker:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+
+def _jail_env() -> dict[str, str]:
+    """The jail inherits no secrets (API keys, tokens) from this process's environment."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:

@@ -334,3 +334,19 @@ def test_the_leftover_check_sees_running_jobs(pool):
             time.sleep(0.05)
         fut.result()
     assert len(seen) == 2  # the job child and its own child
+
+
+def test_the_parents_environment_does_not_leak(pool, monkeypatch):
+    monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2")
+    fresh = type(pool)(workers=1, backend=pool.backend)  # started with the secret set
+    prog = (
+        "import os\nfound = []\n"
+        "for path in ['/proc/self/environ', '/proc/%d/environ' % os.getppid(), '/proc/1/environ']:\n"
+        "    try:\n        found.append(open(path, 'rb').read().decode(errors='replace'))\n"
+        "    except OSError:\n        pass\n"
+        "found.append(repr(dict(os.environ)))\n"
+        "def add(a, b):\n    return [s for s in found if 'hunter2' in s]\n"
+    )
+    with fresh:
+        v = fresh.run(prog, CHECK)
+    assert v.status == "failed" and v.outcomes[0].value == []
