@@ -177,7 +177,7 @@ def _check_keys(raw: Any, schema: type, prefix: str = "") -> None:
             raise ConfigError(f"unknown config key '{path}'{hint} (valid: {', '.join(fields)})")
         sub = fields[key].type
         sub_type = globals().get(sub) if isinstance(sub, str) else sub
-        if dataclasses.is_dataclass(sub_type):
+        if isinstance(sub_type, type) and dataclasses.is_dataclass(sub_type):
             _check_keys(value, sub_type, path + ".")
 
 

@@ -164,7 +164,8 @@ def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
         from actorlearner.models import load_tokenizer
 
         data = load_sft_data(lcfg, load_tokenizer(lcfg.model))
-        start, first = time.perf_counter(), {}
+        start = time.perf_counter()
+        first: dict[str, dict] = {}
 
         def report(metrics: dict[str, float], step: int) -> None:
             logger.log(

@@ -89,11 +89,13 @@ def run_sweep(
     )
     results = tuner.fit()
     out = []
-    for r in results:
+    for i in range(len(results)):
+        r = results[i]
+        overrides = (r.config or {}).get("overrides", {})
         if r.error:
-            raise RuntimeError(f"sweep trial {r.config['overrides']} failed: {r.error}")
+            raise RuntimeError(f"sweep trial {overrides} failed: {r.error}")
         metrics = {k: float(v) for k, v in (r.metrics or {}).items() if "/" in k}
-        out.append(SweepResult(r.config["overrides"], metrics))
+        out.append(SweepResult(overrides, metrics))
     return out
 
 
