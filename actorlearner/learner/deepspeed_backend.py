@@ -9,6 +9,7 @@ gradient averaging yields exactly the global per-token mean, whatever the split.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,13 +49,13 @@ def _my_micro_batches(
 ) -> list[tuple[list[int], float]]:
     """This rank's micro-batches of a global batch, each with a loss weight.
 
-    A rank whose share is empty (batch smaller than the world) runs one row with weight
-    0: it still joins the gradient all-reduce, contributing nothing.
+    Every rank gets the same number of micro-batches, since ZeRO-3 gathers parameters
+    collectively in each forward: a rank with a smaller share pads with a weight-0
+    micro-batch (one real row whose loss and outputs are discarded).
     """
-    mine = rank_share(rows, rank, world_size)
-    if not mine:
-        return [([rows[0]], 0.0)]
-    return [(micro, 1.0) for micro in chunks(mine, size)]
+    mine = [(micro, 1.0) for micro in chunks(rank_share(rows, rank, world_size), size)]
+    count = math.ceil(math.ceil(len(rows) / world_size) / size)  # rank 0's, the largest
+    return mine + [([rows[0]], 0.0)] * (count - len(mine))
 
 
 def _minibatches(perm: list[int], n: int) -> list[list[int]]:
@@ -196,10 +197,11 @@ class DeepSpeedLearner:
         self.engine.eval()
         totals = torch.zeros(2, device=self.device)
         for batch in batches:
-            for micro in chunks(rank_share(range(len(batch)), self.rank, self.world_size), 16):
+            rows = list(range(len(batch)))
+            for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, 16):
                 sub = batch.select(micro)
                 ids, attn, length = _trim(sub.input_ids, sub.attention_mask)
-                mask = sub.loss_mask[:, : length - 1].to(self.device)
+                mask = weight * sub.loss_mask[:, : length - 1].to(self.device)
                 logits, _ = self._forward(ids, attn, with_values=False)
                 totals[0] -= (target_logprobs(logits, ids.to(self.device), 1.0) * mask).sum()
                 totals[1] += mask.sum()
@@ -212,18 +214,22 @@ class DeepSpeedLearner:
 
     # -------------------------------------------------------------------- PPO
     @torch.no_grad()
-    def _score(self, trajectories: Sequence[Trajectory], indices: list[int]) -> list[tuple]:
+    def _score(self, trajectories: Sequence[Trajectory]) -> list[tuple]:
         """(index, logprobs, ref logprobs, values) for this rank's trajectories, target-aligned."""
         out = []
         self.engine.eval()
         temperature = self.cfg.ppo.temperature
-        for micro in chunks(indices, self.cfg.micro_batch_size):
+        rows = list(range(len(trajectories)))
+        size = self.cfg.micro_batch_size
+        for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, size):
             batch = collate([trajectories[i] for i in micro], self.pad_id)
             ids = batch.input_ids.to(self.device)
             attn = batch.attention_mask.to(self.device)
             logits, values = self.engine(ids, attn, True)
             logp = target_logprobs(logits, ids, temperature)
             ref = target_logprobs(self._reference_logits(ids, attn), ids, temperature)
+            if weight == 0.0:
+                continue  # padding pass: kept the ZeRO-3 collectives in step
             for row, i in enumerate(micro):
                 n = len(trajectories[i].token_ids) - 1
                 out.append(
@@ -242,9 +248,7 @@ class DeepSpeedLearner:
         self, trajectories: Sequence[Trajectory]
     ) -> tuple[TokenBatch, dict[str, torch.Tensor]]:
         """Score the batch (sharded), then compute shaped rewards, GAE and whitening globally."""
-        n = len(trajectories)
-        mine = rank_share(range(n), self.rank, self.world_size)
-        scored = [s for part in all_gather_objects(self._score(trajectories, mine)) for s in part]
+        scored = [s for part in all_gather_objects(self._score(trajectories)) for s in part]
         batch = collate(trajectories, self.pad_id)
         logp, ref, values = (torch.zeros_like(batch.rewards) for _ in range(3))
         for i, lp, rf, v in scored:
