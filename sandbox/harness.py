@@ -399,8 +399,8 @@ def _become_subreaper():
 # (fork and exit cost grow with the zygote's memory), so the list stays short.
 PRELOAD = (
     "typing math re collections random heapq itertools functools string copy cmath "
-    "bisect operator hashlib "
-    "resource signal select shutil"  # the harness's own
+    "bisect operator "
+    "resource signal select"  # the harness's own
 ).split()
 
 

@@ -109,17 +109,21 @@ def rss_mb(pids: list) -> float:
 
 
 def jail_tree(roots: list[int]) -> list[int]:
-    """The jails' long-lived processes: firejail and its descendants (not job children)."""
-    out, todo = [], list(roots)
-    while todo and len(out) < 64:
-        pid = todo.pop()
-        out.append(pid)
-        try:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out[: 3 * len(roots)]  # firejail, its sandbox init, the zygote
+    """The jails' long-lived processes: firejail, its sandbox init, the zygote (not jobs)."""
+    out = []
+    for root in roots:
+        level = [root]
+        for _ in range(3):
+            out += level
+            level = [c for pid in level for c in _children(pid)]
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def cpu_seconds(pids: list[int]) -> float:
