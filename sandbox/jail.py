@@ -34,6 +34,7 @@ SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "
 # Capabilities the trusted zygote keeps to set up a job child; the child loses them
 # all when it switches to its unprivileged uid.
 ZYGOTE_CAPS = "setuid,setgid,chown,fowner,dac_override,kill"
+MAX_FILE_BYTES = 1 << 30
 
 
 class SandboxUnavailable(RuntimeError):
@@ -125,7 +126,9 @@ def firejail_args(memory_bytes: int) -> list[str]:
         "--seccomp",
         "--nonewprivs",
         f"--caps.keep={ZYGOTE_CAPS}",
+        "--protocol=unix",  # no inet sockets at all (on top of an empty network namespace)
         f"--rlimit-as={memory_bytes}",
+        f"--rlimit-fsize={MAX_FILE_BYTES}",  # outer bounds; each run sets its own, lower
     ]
     for path in visible:
         if _top(path) not in SYSTEM_DIRS:
