@@ -74,9 +74,7 @@ class EpisodeBuilder:
         self.prompt_tokens = len(self.ids)
         self.stats: dict[str, Any] = {"turns": 0, "truncated_replies": 0}
 
-    def add_reply(
-        self, gen: Generation, stop_ids: Sequence[int], im_end_id: int, version: int
-    ) -> int:
+    def add_reply(self, gen: Generation, im_end_id: int, version: int) -> int:
         """Append a reply's sampled ids (mask 1); return the index of its first token."""
         if not gen.token_ids:
             raise ValueError("engine returned an empty reply; max_new_tokens must be >= 1")
@@ -88,7 +86,7 @@ class EpisodeBuilder:
         self.turn_ends.append(len(self.ids) - 1)
         self.versions.add(int(version))
         self.stats["turns"] += 1
-        if gen.token_ids[-1] not in stop_ids:
+        if gen.finish_reason != "stop":
             # The reply hit the length limit without closing its turn. Close it with
             # <|im_end|> so the next turn has the chat layout the model knows; the policy
             # did not sample this token, so it is not an action (mask 0, logprob 0).

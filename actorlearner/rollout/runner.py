@@ -100,14 +100,27 @@ class EpisodeRunner:
         for slot in self.slots:
             if self._claim():
                 slot.future = self._pool.submit(self._reset, slot)
-        while any(slot.future is not None for slot in self.slots):
-            groups = 2 if self._split() else 1
-            for half in (self.slots[g::groups] for g in range(groups)):
-                ready = [s for s in half if s.future is not None and self._collect(s, done)]
-                if ready:
-                    self._generate(ready, sampling)
+        try:
+            while any(slot.future is not None for slot in self.slots):
+                groups = 2 if self._split() else 1
+                for half in (self.slots[g::groups] for g in range(groups)):
+                    ready = [s for s in half if s.future is not None and self._collect(s, done)]
+                    if ready:
+                        self._generate(ready, sampling)
+        except BaseException:
+            self._abandon()  # leave every slot idle so the next run starts clean
+            raise
         self.timings["wall_s"] = time.perf_counter() - t0
         return done
+
+    def _abandon(self) -> None:
+        for slot in self.slots:
+            if slot.future is not None:
+                try:
+                    slot.future.result()
+                except Exception:  # the error that matters is already propagating
+                    pass
+            slot.future, slot.episode, slot.reply = None, None, None
 
     def _split(self) -> bool:
         """Whether to generate in two halves this round (see the module docstring)."""
@@ -163,7 +176,7 @@ class EpisodeRunner:
         self.timings["generate_calls"] = self.timings.get("generate_calls", 0) + 1
         self._gen_avg = 0.8 * self._gen_avg + 0.2 * elapsed if self._gen_avg else elapsed
         for slot, gen in zip(slots, gens, strict=True):
-            start = slot.episode.add_reply(gen, self.stop_ids, self.im_end_id, self.engine.version)  # type: ignore[union-attr]
+            start = slot.episode.add_reply(gen, self.im_end_id, self.engine.version)  # type: ignore[union-attr]
             self.timings["generated_tokens"] += len(gen.token_ids)
             body = gen.token_ids[:-1] if gen.finish_reason == "stop" else gen.token_ids
             slot.reply = (ReplyText(self.tokenizer, body), start)

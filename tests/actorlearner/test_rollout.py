@@ -203,7 +203,7 @@ def test_reward_positions_on_replies_with_explanation_and_code(engine):
     for text in replies:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         start = builder.add_reply(
-            Generation(ids + [im_end], [-1.0] * (len(ids) + 1), "stop"), (im_end,), im_end, 0
+            Generation(ids + [im_end], [-1.0] * (len(ids) + 1), "stop"), im_end, 0
         )
         reply = ReplyText(tok, ids)
         assert reply.text == text
@@ -260,6 +260,28 @@ def test_context_limit_ends_episodes_instead_of_overflowing(engine):
         tight.run(2, sampling)
     runner.close()
     tight.close()
+
+
+class FailOnce(gymnasium.Wrapper):
+    """The real env, with one step that raises (a bug in a user's reward term, say)."""
+
+    failed = False
+
+    def step(self, action):
+        if not FailOnce.failed:
+            FailOnce.failed = True
+            raise RuntimeError("reward term exploded")
+        return self.env.step(action)
+
+
+def test_env_error_propagates_and_the_runner_recovers(engine):
+    runner = EpisodeRunner(engine, engine.tokenizer, [FailOnce(make_env(1)) for _ in range(2)])
+    sampling = SamplingParams(max_new_tokens=4, temperature=1.0, seed=0)
+    with pytest.raises(RuntimeError, match="reward term exploded"):
+        runner.run(4, sampling)
+    assert all(s.future is None and s.episode is None for s in runner.slots)
+    assert len(runner.run(3, sampling)) == 3  # the next run starts clean
+    runner.close()
 
 
 # ---------------------------------------------------------------------- Ray actors
