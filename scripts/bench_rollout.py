@@ -93,7 +93,15 @@ def bench_actors(model_path, env_kwargs, batch, episodes, sampling, modes) -> li
     from actorlearner.rollout.config import RolloutConfig
     from actorlearner.rollout.group import RolloutGroup
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # the raylet's 30 s start-up limit can trip on a loaded machine
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:
+            print(f"  ray.init failed ({exc}); retrying")
+            ray.shutdown()
+            if attempt == 2:
+                raise
     out = []
     try:
         for overlap in modes:
