@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Any
 
-from sandbox.jail import harness_source, zygote_command
+from sandbox.jail import MAX_FILE_BYTES, harness_source, zygote_command
 from sandbox.types import Limits
 
 # Fresh uids come from a range no real account uses; one per job.
@@ -99,8 +99,11 @@ class Worker:
                 f"Limits.memory_mb={limits.memory_mb} exceeds this pool's ceiling "
                 f"{self.max_memory_mb}; create the pool with limits that allow it"
             )
+        if limits.file_bytes > MAX_FILE_BYTES:
+            raise ValueError(
+                f"Limits.file_bytes={limits.file_bytes} exceeds the sandbox's bound {MAX_FILE_BYTES}"
+            )
         if not self.alive:
-            self.close()
             self.start()
         job = {
             "program": program,
