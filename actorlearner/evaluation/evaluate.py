@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
 from actorlearner.evaluation.passk import mean_pass_at_k
+from envs.benchmarks.expected import huge_int_reprs
 from envs.problem import Problem
 from sandbox.types import Limits, TestCase, TestOutcome, Verdict
 
@@ -117,7 +118,7 @@ def _run(
     from sandbox import default_pool
 
     pool = pool or default_pool()
-    with ThreadPoolExecutor(pool.size) as executor:
+    with huge_int_reprs(), ThreadPoolExecutor(pool.size) as executor:
         futures = [executor.submit(pool.run, j.program, j.tests, j.limits) for j in jobs]
         for _ in as_completed(futures):
             done += 1

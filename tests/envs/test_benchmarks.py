@@ -43,6 +43,7 @@ from envs.sources import available_sources, load_problems
         math.inf,
         -math.inf,
         10**30,
+        pytest.param(-(7**20000), id="huge-int"),
     ],
 )
 def test_value_round_trip(value):
@@ -299,8 +300,11 @@ def _failures(problems, plus=False):
     from sandbox import run_batch
     from sandbox.types import Limits
 
+    from envs.benchmarks.expected import huge_int_reprs
+
     jobs = [(p.program(p.reference), p.plus_tests if plus else p.tests) for p in problems]
-    verdicts = run_batch(jobs, limits=Limits(timeout_s=60, cpu_s=60))
+    with huge_int_reprs():  # the sandbox's short_repr refuses ints over 4300 digits
+        verdicts = run_batch(jobs, limits=Limits(timeout_s=60, cpu_s=60))
     return [
         (p.task_id, v.status, v.first_failure)
         for p, v in zip(problems, verdicts, strict=True)
@@ -401,3 +405,15 @@ def test_expected_outputs_are_cached_and_resume(tmp_path, monkeypatch):
     assert reference_values([a, b], path)["a"].values == got.values and len(calls) == first + 1
     path.write_bytes(b"not gzip")  # a damaged cache is recomputed, never trusted
     assert reference_values([b], path)["b"].values == {0: (2, {2})} and len(calls) == first + 2
+
+
+def test_a_slow_input_is_split_out_and_recorded(tmp_path, monkeypatch):
+    from envs.benchmarks import expected
+    from sandbox.types import Limits
+
+    monkeypatch.setattr(expected, "REFERENCE_LIMITS", Limits(timeout_s=1.0, cpu_s=2))
+    program = "def spin():\n    while True:\n        pass\n"
+    job = expected.ReferenceJob("slow", program, ["1 + 1", "spin()", "[3]"])
+    got = expected.reference_values([job], tmp_path / "c.json.gz")["slow"]
+    assert got.values == {0: 2, 2: [3]}
+    assert got.errors[1].startswith("Timeout")
