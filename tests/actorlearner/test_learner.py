@@ -93,7 +93,7 @@ def test_ppo_raises_toy_reward(make_learner, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     learner = make_learner(
-        lr=3e-3,
+        lr=1e-2,
         micro_batch_size=16,
         ppo=PPOConfig(kl_coef=0.01, gamma=1.0, lam=0.95, epochs=2, num_minibatches=2),
     )
@@ -107,7 +107,8 @@ def test_ppo_raises_toy_reward(make_learner, tiny_model_dir):
         rewards.append(metrics["reward/toy"])
         assert metrics["staleness/dropped"] == 0
     print("toy reward per iteration:", [round(r, 3) for r in rewards])
-    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.15
+    # base rate ~0.25; with these settings the last two iterations reach ~0.8 (seeds 0-3)
+    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.3
 
 
 # -------------------------------------------------------------- resume & sync

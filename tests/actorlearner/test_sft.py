@@ -126,7 +126,7 @@ def test_sft_lowers_held_out_loss(tiny_model_dir, tmp_path):
     from actorlearner.learner.sft_loop import eval_batches, load_sft_data, train_sft
 
     torch.set_num_threads(1)
-    cfg = sft_config(tiny_model_dir, tmp_path, epochs=4)
+    cfg = sft_config(tiny_model_dir, tmp_path, epochs=3)
     learner = DeepSpeedLearner(cfg)
     data = load_sft_data(cfg, learner.tokenizer)
     held = eval_batches(data.held_out, learner.pad_id, 4096)
