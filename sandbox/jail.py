@@ -186,7 +186,9 @@ BOOTSTRAP = (
 
 
 def harness_source() -> bytes:
-    return Path(__file__).with_name("harness.py").read_bytes()
+    """What the jail runs: the test harness, then the zygote that serves jobs."""
+    here = Path(__file__).parent
+    return (here / "harness.py").read_bytes() + b"\n" + (here / "zygote.py").read_bytes()
 
 
 def zygote_command(backend: str, memory_bytes: int) -> list[str]:
