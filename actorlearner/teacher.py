@@ -56,8 +56,10 @@ class ChatRequest:
 class TeacherClient:
     """Blocking chat-completions client, thread-safe, with a bounded number of requests in flight."""
 
-    def __init__(self, config: TeacherConfig):
+    def __init__(self, config: TeacherConfig, api_key: str | None = None):
+        """`api_key` (e.g. handed over from a driver process) wins over the environment."""
         self.config = config
+        self._key = api_key
         self._url = config.base_url.rstrip("/")
         self._slots = threading.BoundedSemaphore(max(1, config.concurrency))
 
@@ -107,10 +109,9 @@ class TeacherClient:
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         name = self.config.api_key_env
-        if name:
-            key = os.environ.get(name)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
+        key = self._key or (os.environ.get(name) if name else None)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         return headers
 
     def _post(self, path: str, body: dict) -> dict:
@@ -144,6 +145,11 @@ class TeacherClient:
             f"({last}). Start the server (e.g. `vllm serve <model> --port 8000`) or point "
             "--teacher-url at a running OpenAI-compatible endpoint."
         )
+
+
+def api_key_from_env(config: TeacherConfig) -> str | None:
+    """The key as this process sees it (for handing to worker processes, never to storage)."""
+    return os.environ.get(config.api_key_env) if config.api_key_env else None
 
 
 def _http_hint(url: str, code: int, detail: str, cfg: TeacherConfig) -> str:

@@ -18,8 +18,8 @@ class ChatModel(Protocol):
 
 
 class TeacherModel:
-    def __init__(self, config: TeacherConfig):
-        self.client = TeacherClient(config)
+    def __init__(self, config: TeacherConfig, api_key: str | None = None):
+        self.client = TeacherClient(config, api_key)
         self.label = f"teacher:{config.model}"
 
     def complete(self, requests: list[ChatRequest]) -> list[list[str]]:

@@ -28,10 +28,12 @@ class UnitRef:
 class Collector:
     """Does units of work; one per Ray actor (or one in-process). Models load lazily, once."""
 
-    def __init__(self, cfg: CollectConfig):
+    def __init__(self, cfg: CollectConfig, teacher_key: str | None = None):
+        """`teacher_key`: the driver's API key, so workers need not inherit its environment."""
         from sandbox.types import Limits
 
         self.cfg = cfg
+        self._teacher_key = teacher_key
         self.limits = Limits(timeout_s=cfg.timeout_s, cpu_s=max(1, int(cfg.timeout_s)))
         self._problems: dict[str, dict] = {}
         self._models = None
@@ -52,7 +54,7 @@ class Collector:
             def make(kind: str):
                 nonlocal policy
                 if kind == "teacher":
-                    return TeacherModel(cfg.teacher)
+                    return TeacherModel(cfg.teacher, self._teacher_key)
                 policy = policy or PolicyModel(cfg.policy, cfg.engine, cfg.dtype)
                 return policy
 
@@ -231,12 +233,14 @@ def _farm_out(cfg: CollectConfig, todo: list[UnitRef], done, per_worker: int = 2
     """Keep `per_worker` units queued on each actor; store results in completion order."""
     import ray
 
+    from actorlearner.teacher import api_key_from_env
+
     actor_cls: Any = ray.remote(Collector).options(
         num_cpus=cfg.cpus_per_worker, max_restarts=1, max_task_retries=1
     )
-    workers: list[Any] = [
-        actor_cls.remote(cfg) for _ in range(max(1, min(cfg.num_workers, len(todo))))
-    ]
+    key = api_key_from_env(cfg.teacher)  # handed over in memory, never stored
+    n = max(1, min(cfg.num_workers, len(todo)))
+    workers: list[Any] = [actor_cls.remote(cfg, key) for _ in range(n)]
     queue, inflight = list(reversed(todo)), {}
     try:
         for _ in range(per_worker):

@@ -112,6 +112,7 @@ def teacher_key(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_local():
+    """A cluster started before any test sets the teacher key: workers get it from the driver."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -261,6 +262,9 @@ def test_pipeline_mbpp_tiny_sampler_http_teacher(tmp_path, tiny_model_dir, teach
     assert prov["sampling"]["refinements_per_wrong"] == 3 and prov["versions"]["ray"]
     assert json.loads((out / "summary.json").read_text())["total"] == total
     _no_key_anywhere(out)
+    import ray
+
+    _no_key_anywhere(Path(ray._private.worker._global_node.get_session_dir_path()) / "logs")
 
 
 def test_sft_prompt_is_what_the_env_shows(tmp_path):
