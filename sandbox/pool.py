@@ -71,7 +71,7 @@ class SandboxPool:
         """Run one program against its tests; blocks until a worker is free."""
         if self._closed:
             raise RuntimeError("this SandboxPool is closed")
-        limits = limits or self.limits
+        limits = _check_limits(limits or self.limits)
         tests = list(tests)
         exprs = [_check_test(t) for t in tests]
         worker = self._idle.get()
@@ -135,3 +135,23 @@ def _check_test(test: TestCase) -> str:
     if not isinstance(test.expr, str) or not test.expr.strip():
         raise ValueError(f"TestCase.expr must be a non-empty expression string, got {test.expr!r}")
     return test.expr
+
+
+def _check_limits(limits: Limits) -> Limits:
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a sandbox.Limits, got {type(limits).__name__}")
+    problems = [
+        f"{name}={getattr(limits, name)!r} (must be >= {low})"
+        for name, low in [
+            ("timeout_s", 0.01),
+            ("cpu_s", 1),
+            ("memory_mb", 32),
+            ("output_bytes", 0),
+            ("file_bytes", 0),
+            ("max_procs", 1),
+        ]
+        if not getattr(limits, name) >= low
+    ]
+    if problems:
+        raise ValueError(f"invalid sandbox Limits: {', '.join(problems)}")
+    return limits

@@ -21,7 +21,7 @@ from sandbox.types import Limits
 # Fresh uids come from a range no real account uses; one per job.
 UID_RANGE = (1 << 20, 1 << 30)
 MAX_RESULT_BYTES = 16 << 20  # reported values per program, all tests together
-REPLY_SLACK_S = 5.0  # the zygote enforces the timeout; this only catches a dead zygote
+REPLY_SLACK_S = 30.0  # the zygote enforces the timeout; this only catches a hung zygote
 
 
 class WorkerError(RuntimeError):

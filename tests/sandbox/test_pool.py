@@ -93,8 +93,10 @@ def test_jails_exit_when_their_owner_dies(tmp_path):
     assert not any(Path(f"/proc/{p}").exists() for p in pids)
 
 
-def test_limits_above_the_pool_ceiling_are_refused(pool):
+def test_bad_limits_are_refused_with_the_reason(pool):
     import pytest
 
     with pytest.raises(ValueError, match="exceeds this pool's ceiling"):
         pool.run(SQUARE, [TestCase("sq(1)", 1)], Limits(memory_mb=1 << 20))
+    with pytest.raises(ValueError, match=r"timeout_s=0 \(must be >= 0.01\), max_procs=0"):
+        pool.run(SQUARE, [TestCase("sq(1)", 1)], Limits(timeout_s=0, max_procs=0))
