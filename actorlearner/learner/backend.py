@@ -14,7 +14,10 @@ from actorlearner.trajectory import Trajectory
 
 class LearnerBackend(Protocol):
     version: int  # policy version: number of PPO updates applied
-    step: int  # optimizer-step counter used for logging and checkpoint cadence
+    step: int  # learner steps (SFT or PPO calls): logging and checkpoint cadence
+    pad_id: int  # the tokenizer's pad id, for collating batches
+
+    def should_checkpoint(self) -> bool: ...
 
     def sft_step(self, batch: SFTBatch) -> dict[str, float]: ...
 

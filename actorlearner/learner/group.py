@@ -26,7 +26,7 @@ class LearnerWorker:
 
         torch.set_num_threads(num_threads)
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.learner = None
+        self.learner: Any = None  # a DeepSpeedLearner once set up
 
     def address(self) -> tuple[str, int]:
         from actorlearner.learner.distributed import free_port
@@ -64,7 +64,9 @@ class LearnerGroup:
             raise RuntimeError("LearnerGroup needs Ray: call ray.init(...) first")
         actor = ray.remote(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank)(LearnerWorker)
         threads = max(1, int(num_cpus_per_rank))
-        self.workers = [actor.remote(cfg, r, num_ranks, threads) for r in range(num_ranks)]
+        self.workers: list[Any] = [
+            actor.remote(cfg, r, num_ranks, threads) for r in range(num_ranks)
+        ]
         addr, port = ray.get(self.workers[0].address.remote())
         self.pad_id = ray.get([w.setup.remote(addr, port) for w in self.workers])[0]
         self.cfg = cfg

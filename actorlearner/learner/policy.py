@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class PolicyWithValue(nn.Module):
+    lm: Any  # an HF causal LM or a PEFT wrapper around one (dynamic attributes)
+
     def __init__(self, lm: nn.Module, hidden_size: int, use_lora: bool):
         super().__init__()
         self.lm = lm
@@ -50,7 +53,7 @@ class PolicyWithValue(nn.Module):
             yield
 
 
-def load_lm(cfg: LearnerConfig) -> nn.Module:
+def load_lm(cfg: LearnerConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
     if not cfg.model:
@@ -63,7 +66,7 @@ def load_lm(cfg: LearnerConfig) -> nn.Module:
 def build_policy(cfg: LearnerConfig) -> tuple[PolicyWithValue, nn.Module | None]:
     """(policy, frozen reference or None when LoRA provides the reference)."""
     torch.manual_seed(cfg.seed)  # identical value head (and LoRA init) on every rank
-    lm = load_lm(cfg)
+    lm: Any = load_lm(cfg)
     hidden = lm.config.hidden_size
     reference = None
     if cfg.use_lora:
@@ -93,7 +96,7 @@ def target_logprobs(
     return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
 
 
-def base_lm(policy: PolicyWithValue) -> nn.Module:
+def base_lm(policy: PolicyWithValue) -> Any:
     """The plain HF model (unwrapped from PEFT)."""
     return policy.lm.get_base_model() if policy.use_lora else policy.lm
 
@@ -112,7 +115,7 @@ def merged_state_dict(policy: PolicyWithValue) -> dict[str, torch.Tensor]:
     for name, module in policy.lm.base_model.model.named_modules():
         if isinstance(module, LoraLayer):
             for adapter in module.active_adapters:
-                delta = module.get_delta_weight(adapter).detach()
+                delta = module.get_delta_weight(adapter).detach()  # type: ignore[attr-defined]
                 key = f"{name}.weight"
                 deltas[key] = deltas[key] + delta if key in deltas else delta
     out = {}

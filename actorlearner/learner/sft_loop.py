@@ -98,7 +98,7 @@ def main(config: str, resume: bool = False, logdir: str = "") -> None:
 
     from actorlearner.learner.deepspeed_backend import DeepSpeedLearner
 
-    cfg = OmegaConf.to_object(
+    cfg: LearnerConfig = OmegaConf.to_object(  # type: ignore[assignment]
         OmegaConf.merge(OmegaConf.structured(LearnerConfig), OmegaConf.load(config))
     )
     torch.manual_seed(cfg.seed)

@@ -279,3 +279,36 @@ def test_bad_config_errors_name_the_fix(tiny_model_dir):
 
     with pytest.raises(ValueError, match="model is empty"):
         load_lm(cfg)
+
+
+GPU_SCRIPT = """
+import json, sys
+sys.path.insert(0, "tests/actorlearner")
+from test_learner import synthetic_batch
+from actorlearner.learner import LearnerConfig
+from actorlearner.learner.deepspeed_backend import DeepSpeedLearner
+learner = DeepSpeedLearner(LearnerConfig(model=sys.argv[1], dtype="bfloat16", zero_stage=2))
+assert learner.device.type == "cuda"
+metrics = [learner.ppo_step(synthetic_batch(seed=i, version=i)) for i in range(2)]
+print(json.dumps(metrics[-1]))
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_nccl_learner_on_gpu(tiny_model_dir):
+    """NCCL + bf16 in a fresh process (this one may already hold a gloo group)."""
+    import json
+    import math
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", GPU_SCRIPT, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(math.isfinite(metrics[k]) for k in ("loss/policy", "loss/value", "grad_norm"))
