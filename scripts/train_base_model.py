@@ -33,6 +33,8 @@ def main(
     hidden_size: int = typer.Option(256),
     num_layers: int = typer.Option(6),
     copy_fraction: float = typer.Option(0.5, help="Share of rows that are chat copy tasks."),
+    late_phase_step: int = typer.Option(None, help="Step from which copy tasks dominate."),
+    late_copy_fraction: float = typer.Option(0.85, help="Copy-task share in the late phase."),
     seed: int = typer.Option(0),
 ) -> None:
     from actorlearner.base_model import BASE_MODEL_DIR
@@ -50,6 +52,8 @@ def main(
         lr=lr,
         warmup_steps=warmup_steps,
         copy_fraction=copy_fraction,
+        late_phase_step=late_phase_step,
+        late_copy_fraction=late_copy_fraction,
         seed=seed,
         model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers),
     )

@@ -32,6 +32,9 @@ class TrainConfig:
     seq_len: int = 512
     batch_size: int = 4
     copy_fraction: float = 0.5
+    # From `late_phase_step` on, rows are copy tasks with `late_copy_fraction` (None: no phase).
+    late_phase_step: int | None = None
+    late_copy_fraction: float = 0.85
     lr: float = 1.5e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 50
@@ -117,6 +120,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     sampler = BatchSampler(
         data_dir, tokenizer, cfg.seq_len, cfg.batch_size, cfg.copy_fraction, cfg.seed
     )
+    late = cfg.late_phase_step
     model.train()
     budget_s = cfg.max_minutes * 60
     last_ckpt = time.time()
@@ -125,6 +129,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     ema = state["loss"]
     while state["train_seconds"] < budget_s and state["step"] < cfg.max_steps:
         t0 = time.time()
+        if late is not None and state["step"] >= late:
+            sampler.copy_fraction = cfg.late_copy_fraction
         rows, n_copy = sampler.batch(state["step"])
         lr = lr_at(state["step"], state["train_seconds"], cfg)
         for group in optimizer.param_groups:
