@@ -148,9 +148,8 @@ def _report(console, metrics: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"{metrics['benchmark']}: {metrics['num_tasks']} tasks, {metrics['num_samples']} samples"
-    )
+    counts = f"{metrics['num_tasks']} tasks, {metrics['num_samples']} samples"
+    table = Table(title=metrics["benchmark"], caption=counts)
     parts = list(metrics["pass@k"])
     table.add_column("metric")
     for part in parts:

@@ -146,7 +146,7 @@ def _result(sample: dict, problem, by_part: dict, i: int, with_plus: bool) -> di
 
 
 def _part_summary(verdict: Verdict, tests: Sequence[TestCase]) -> dict:
-    summary = {
+    summary: dict = {
         "passed": verdict.passed,
         "status": verdict.status,
         "num_passed": verdict.num_passed,

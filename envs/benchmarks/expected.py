@@ -82,10 +82,11 @@ def reference_values(
     out = _values(jobs, cache_file, progress)
     retry = []
     for job in jobs:
-        forms = {
-            i: plain_form(e, why) for i, why in out[job.key].errors.items() for e in [job.exprs[i]]
-        }
-        forms = {i: e for i, e in forms.items() if e is not None}
+        forms: dict[int, str] = {}
+        for i, why in out[job.key].errors.items():
+            form = plain_form(job.exprs[i], why)
+            if form is not None:
+                forms[i] = form
         if forms:
             exprs = [forms.get(i, e) for i, e in enumerate(job.exprs)]
             retry.append(ReferenceJob(job.key, job.program, exprs))

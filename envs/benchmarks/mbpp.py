@@ -50,6 +50,7 @@ from envs.benchmarks.expected import ReferenceJob, cache_path, reference_values
 from envs.benchmarks.mbpp_types import restore_args
 from envs.problem import Problem
 from envs.sources import register_source
+from sandbox.types import TestCase
 
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
 # MBPP+ tasks whose canonical output order follows set iteration order (for strings it
@@ -224,7 +225,7 @@ def _as_set(shown: str) -> str:
 
 def _plus_problem(record: dict, calls: dict, values: dict, parts: Sequence[str]) -> Problem:
     tid, atol = record["task_id"], float(record["atol"])
-    tests = {"base": [], "plus": []}
+    tests: dict[str, list[TestCase]] = {"base": [], "plus": []}
     for part in parts:
         tests[part] = reference_tests(
             f"{tid} ({part})", calls[tid, part], values[f"{tid}:{part}"], atol

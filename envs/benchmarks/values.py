@@ -79,9 +79,8 @@ def _build(node: ast.AST, text: str) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise NotALiteral(f"dict unpacking is not a literal: {text!r:.80}")
-        return {
-            _build(k, text): _build(v, text) for k, v in zip(node.keys, node.values, strict=True)
-        }  # type: ignore[arg-type]
+        pairs = zip(node.keys, node.values, strict=True)
+        return {_build(k, text): _build(v, text) for k, v in pairs if k is not None}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = _build(node.operand, text)
         if isinstance(operand, (int, float, complex)) and not isinstance(operand, bool):
