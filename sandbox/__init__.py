@@ -22,7 +22,8 @@ worker forks a child per run; the child takes a fresh unprivileged uid, rlimits
 (CPU, memory, file size, processes) and a fresh scratch dir on a private tmpfs, with
 no network and no view of the project, its data or site-packages. After each run
 every process of that uid is killed. Captured output is stdout and stderr
-interleaved, in `Verdict.stdout`.
+interleaved, in `Verdict.stdout`. `Limits.memory_mb` bounds each process of a run
+(a run may start up to `Limits.max_procs` of them).
 """
 
 from __future__ import annotations
@@ -60,8 +61,13 @@ def default_pool(workers: int | None = None) -> SandboxPool:
         if _default is None or _default_pid != os.getpid():
             _default = SandboxPool(workers=workers)
             _default_pid = os.getpid()
-            atexit.register(_default.close)
+            atexit.register(_close_default, _default, _default_pid)
         return _default
+
+
+def _close_default(pool: SandboxPool, owner: int) -> None:
+    if os.getpid() == owner:  # a forked child must not close its parent's jails
+        pool.close()
 
 
 def run(program: str, tests: Sequence[TestCase], limits: Limits | None = None) -> Verdict:

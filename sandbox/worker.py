@@ -48,6 +48,7 @@ class Worker:
         self.max_memory_mb = max_memory_mb
         self.privileged = os.geteuid() == 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = os.getpid()
         self.jobs_run = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -77,7 +78,7 @@ class Worker:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
+        if proc is not None and self._owner == os.getpid():
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -103,6 +104,8 @@ class Worker:
             raise ValueError(
                 f"Limits.file_bytes={limits.file_bytes} exceeds the sandbox's bound {MAX_FILE_BYTES}"
             )
+        if self._owner != os.getpid():  # we are a forked copy: the jail is our parent's
+            self._proc, self._owner = None, os.getpid()
         if not self.alive:
             self.start()
         job = {

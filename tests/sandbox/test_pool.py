@@ -100,3 +100,18 @@ def test_bad_limits_are_refused_with_the_reason(pool):
         pool.run(SQUARE, [TestCase("sq(1)", 1)], Limits(memory_mb=1 << 20))
     with pytest.raises(ValueError, match=r"timeout_s=0 \(must be >= 0.01\), max_procs=0"):
         pool.run(SQUARE, [TestCase("sq(1)", 1)], Limits(timeout_s=0, max_procs=0))
+
+
+def test_a_forked_process_gets_its_own_jails(pool):
+    pool.run(SQUARE, [TestCase("sq(2)", 4)])
+    parents = pool.pids()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child uses the inherited pool, then exits
+        ok = pool.run(SQUARE, [TestCase("sq(5)", 25)]).passed and pool.pids() != parents
+        os.write(w, b"1" if ok else b"0")
+        pool.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
+    assert pool.pids() == parents and pool.run(SQUARE, [TestCase("sq(3)", 9)]).passed
