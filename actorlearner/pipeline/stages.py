@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from actorlearner.config import RunConfig
+from actorlearner.pipeline.plan import make_plan
 from actorlearner.pipeline.report import plot_depth, print_table, write_json_atomic
 from actorlearner.pipeline.run import resolve_model_path
 from actorlearner.pipeline.state import RunState
@@ -156,9 +157,9 @@ def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     ckpt = cfg.run_dir / "checkpoints" / "sft"
     lcfg = learner_config(cfg, resolve_model_path(cfg.model.path), ckpt, cfg.sft.lr)
     lcfg.sft.data = data_path
-    learner = LearnerGroup(
-        lcfg, cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank
-    )
+    # No rollout actors run during SFT: the learner ranks share all the CPUs of the plan.
+    cpus = make_plan(cfg).cpus / cfg.learner.num_ranks
+    learner = LearnerGroup(lcfg, cfg.learner.num_ranks, cpus, cfg.learner.num_gpus_per_rank)
     logger = MetricsLogger(cfg.run_dir / "tb")
     try:
         from actorlearner.models import load_tokenizer
