@@ -83,7 +83,10 @@ class DeepSpeedLearner:
         policy, self.reference = build_policy(cfg)
         params = [p for p in policy.parameters() if p.requires_grad]
         self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=policy, model_parameters=params, config=self._ds_config()
+            model=policy,
+            model_parameters=params,
+            config=self._ds_config(),
+            lr_scheduler=self._warmup if cfg.warmup_steps > 0 else None,
         )
         self.device = self.engine.device
         self._record_fp32_grad_norm()
@@ -112,21 +115,16 @@ class DeepSpeedLearner:
         ds["managed_gradient_accumulation"] = False  # step() is the boundary; any micro count
         opt = ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
         opt.setdefault("params", {}).update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.warmup_steps > 0:
-            ds["scheduler"] = {
-                "type": "WarmupLR",
-                "params": {
-                    "warmup_min_lr": 0.0,
-                    "warmup_max_lr": cfg.lr,
-                    "warmup_num_steps": cfg.warmup_steps,
-                    "warmup_type": "linear",
-                },
-            }
         if cfg.dtype == "bfloat16":
             ds["bf16"] = {"enabled": True}
         elif cfg.dtype == "float16":
             ds["fp16"] = {"enabled": True}
         return ds
+
+    def _warmup(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        """Linear warm-up: optimizer step k (from 1) uses lr * min(1, k / warmup_steps)."""
+        warmup = self.cfg.warmup_steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
     def _record_fp32_grad_norm(self) -> None:
         """ZeRO-0 fp32 clips without keeping the norm; keep it so `grad_norm` is always logged."""
@@ -164,7 +162,7 @@ class DeepSpeedLearner:
     # -------------------------------------------------------------------- SFT
     def sft_step(self, batch: SFTBatch) -> dict[str, float]:
         """One optimizer step on a global SFT batch: mean NLL over its trained tokens."""
-        start = time.perf_counter()
+        start, lr = time.perf_counter(), self.lr()  # lr the coming optimizer step uses
         self.engine.train()
         normalizer = batch.loss_mask.sum().clamp(min=1) / self.world_size
         nll_sum = torch.zeros((), device=self.device)
@@ -187,7 +185,7 @@ class DeepSpeedLearner:
         return {
             "loss/sft": float(nll_sum) / float(batch.loss_mask.sum().clamp(min=1)),
             "grad_norm": grad_norm,
-            "lr": self.lr(),
+            "lr": lr,
             "tokens_per_s": tokens / (time.perf_counter() - start),
         }
 
@@ -316,7 +314,7 @@ class DeepSpeedLearner:
     def ppo_step(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """One PPO update on a rollout batch: epochs x mini-batches of optimizer steps."""
         p = self.cfg.ppo
-        start = time.perf_counter()
+        start, lr = time.perf_counter(), self.lr()  # lr the coming optimizer step uses
         kept, dropped = split_stale(trajectories, self.version, p.max_staleness)
         metrics: dict[str, float] = {"staleness/dropped": float(dropped)}
         if not kept:
@@ -353,7 +351,7 @@ class DeepSpeedLearner:
                     ppo.masked_mean((data["values"] - data["returns"]) ** 2, mask)
                 ),
                 "grad_norm": sum(grad_norms) / len(grad_norms),
-                "lr": self.lr(),
+                "lr": lr,
                 "tokens_per_s": float(batch.attention_mask.sum()) / (time.perf_counter() - start),
                 "reward/total": sum(t.total_reward for t in kept) / n,
                 "staleness/mean": sum(self.version - 1 - t.policy_version for t in kept) / n,
