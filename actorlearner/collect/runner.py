@@ -3,6 +3,7 @@ then assemble the datasets, the summary table and the provenance."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from actorlearner.collect.config import CollectConfig
 from actorlearner.collect.store import UnitStore, atomic_write_json, atomic_write_jsonl
 from actorlearner.collect.summary import count_unit, running_counts, summarize, table
 
+log = logging.getLogger(__name__)
 UNITS_FILE = "units.jsonl"
 CONFIG_FILE = "collect_config.json"
 
@@ -208,21 +210,38 @@ def _labels(cfg: CollectConfig) -> dict[str, str | None]:
     }
 
 
+def init_ray(address: str = "", num_cpus: int = 0, attempts: int = 3) -> None:
+    """`ray.init`, retried: on a heavily loaded machine a local raylet can miss Ray's fixed
+    30 s start-up window ("The current node timed out during startup")."""
+    import ray
+
+    starting = address in ("", "local") and num_cpus > 0
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                address=address or None,
+                num_cpus=num_cpus if starting else None,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+            return
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            log.warning("Ray did not start in time (attempt %d of %d); retrying", attempt, attempts)
+            ray.shutdown()
+
+
 def _execute_ray(cfg: CollectConfig, todo: list[UnitRef], done) -> dict:
     import ray
 
+    if not todo:
+        return _labels(cfg)
     started_here = not ray.is_initialized()
     if started_here:
-        starting = cfg.ray_address in ("", "local") and cfg.num_cpus > 0
-        ray.init(
-            address=cfg.ray_address or None,
-            num_cpus=cfg.num_cpus if starting else None,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        init_ray(cfg.ray_address, cfg.num_cpus)
     try:
-        if todo:
-            _farm_out(cfg, todo, done)
+        _farm_out(cfg, todo, done)
     finally:
         if started_here:
             ray.shutdown()

@@ -115,7 +115,9 @@ def ray_local():
     """A cluster started before any test sets the teacher key: workers get it from the driver."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from actorlearner.collect.runner import init_ray
+
+    init_ray("local", num_cpus=2)
     yield
     ray.shutdown()
 
