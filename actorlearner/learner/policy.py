@@ -84,6 +84,8 @@ def build_policy(cfg: LearnerConfig) -> tuple[PolicyWithValue, nn.Module | None]
         reference = load_lm(cfg).eval().requires_grad_(False)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable()
+        if cfg.use_lora:  # frozen embeddings: give checkpointed blocks an input that needs grad
+            lm.enable_input_require_grads()
     policy = PolicyWithValue(lm, hidden, cfg.use_lora)
     return policy, reference
 
