@@ -15,7 +15,14 @@ TIMED = "import time\nstart = time.time()\ntime.sleep(0.3)\nend = time.time()\n"
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in (1, 2):  # a busy machine can miss Ray's 30 s node start-up window
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield
     ray.shutdown()
 
