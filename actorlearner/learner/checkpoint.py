@@ -63,6 +63,20 @@ def latest_tag(root: str | Path) -> str | None:
     return marker.read_text().strip() if marker.exists() else None
 
 
+def prune(root: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` step_* checkpoints (never the one `latest` names)."""
+    import shutil
+
+    if keep <= 0:
+        return []
+    current = latest_tag(root)
+    tags = sorted(p for p in Path(root).glob("step_*") if p.is_dir())
+    doomed = [p for p in tags[:-keep] if p.name != current]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return doomed
+
+
 class StopFlag:
     """Set on SIGTERM/SIGINT; training loops check it, save, and exit cleanly."""
 

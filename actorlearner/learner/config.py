@@ -70,6 +70,7 @@ class LearnerConfig:
     seed: int = 0
     checkpoint_dir: str = ""
     checkpoint_interval: int = 0  # learner steps between checkpoints; 0 -> only on demand/SIGTERM
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk; 0 -> keep all
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
 

@@ -19,7 +19,7 @@ import torch
 
 from actorlearner.learner import ppo
 from actorlearner.learner.batch import TokenBatch, chunks, collate, rank_share, split_stale
-from actorlearner.learner.checkpoint import latest_tag, load_rng, save_rng, write_json
+from actorlearner.learner.checkpoint import latest_tag, load_rng, prune, save_rng, write_json
 from actorlearner.learner.config import LearnerConfig, resolve_deepspeed_config
 from actorlearner.learner.distributed import (
     all_gather_objects,
@@ -436,6 +436,7 @@ class DeepSpeedLearner:
             tmp = root / "latest.tmp"
             tmp.write_text(tag)
             tmp.replace(root / "latest")
+            prune(root, self.cfg.keep_checkpoints)
         barrier()
         return root / tag
 

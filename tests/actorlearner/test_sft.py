@@ -199,3 +199,16 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tiny_model_dir, tmp_path
         assert loss == pytest.approx(reference[step], rel=1e-5), step
     for step, loss in killed_losses.items():  # the killed process walked the same path
         assert loss == pytest.approx(reference[step], rel=1e-5), step
+
+
+def test_prune_keeps_the_newest_checkpoints(tmp_path):
+    from actorlearner.learner.checkpoint import latest_tag, prune
+
+    for step in range(1, 6):
+        (tmp_path / f"step_{step:08d}").mkdir()
+    (tmp_path / "latest").write_text("step_00000005")
+    removed = prune(tmp_path, keep=2)
+    assert [p.name for p in removed] == [f"step_{s:08d}" for s in (1, 2, 3)]
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_00000004", "step_00000005"]
+    assert latest_tag(tmp_path) == "step_00000005"
+    assert prune(tmp_path, keep=0) == []
