@@ -153,7 +153,7 @@ def preflight(cfg: CollectConfig) -> None:
             pass
 
 
-def run_collect(cfg: CollectConfig, show_progress: bool = True) -> dict:
+def run_collect(cfg: CollectConfig, show_progress: bool = True, print_table: bool = True) -> dict:
     """Run (or resume) a collection into `cfg.out`; returns the summary (Table 1 rows)."""
     cfg.validate()
     preflight(cfg)
@@ -182,7 +182,7 @@ def run_collect(cfg: CollectConfig, show_progress: bool = True) -> dict:
         units = [store.units[r.uid] for r in refs]
     finally:
         store.close()
-    return finalize(cfg, units, labels, started, show_progress)
+    return finalize(cfg, units, labels, started, print_table)
 
 
 def _progress(total: int, initial: int, show: bool):
