@@ -297,10 +297,9 @@ def test_single_split_benchmarks_refuse_other_splits():
 
 def _failures(problems, plus=False):
     """Task ids whose reference solution fails its own tests in the sandbox."""
+    from envs.benchmarks.expected import huge_int_reprs
     from sandbox import run_batch
     from sandbox.types import Limits
-
-    from envs.benchmarks.expected import huge_int_reprs
 
     jobs = [(p.program(p.reference), p.plus_tests if plus else p.tests) for p in problems]
     with huge_int_reprs():  # the sandbox's short_repr refuses ints over 4300 digits
