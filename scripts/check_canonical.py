@@ -40,7 +40,9 @@ def check(name: str) -> bool:
     line = f"{name}: base {base_ok}/{len(results)}"
     if n_plus:
         line += f", base+plus {sum(r['passed'] for r in results)}/{len(results)}"
-    print(f"{line}  ({n_base} base + {n_plus} plus tests; load {loaded:.1f} s, score {scored:.1f} s)")
+    print(
+        f"{line}  ({n_base} base + {n_plus} plus tests; load {loaded:.1f} s, score {scored:.1f} s)"
+    )
     for w in caught:
         print(f"  note: {w.message}")
     for r in results:
