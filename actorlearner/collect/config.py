@@ -54,6 +54,7 @@ class CollectConfig:
     # Scale.
     num_workers: int = 2  # Ray actors; 0 = run in this process (debugging)
     cpus_per_worker: float = 1.0
+    units_per_worker: int = 1  # problems a worker runs at once (threads); raise for a slow teacher
     ray_address: str = (
         ""  # "" = join $RAY_ADDRESS / a running cluster, else start one; "local" = always start one
     )
@@ -92,7 +93,14 @@ class CollectConfig:
         """The settings that change each problem's data: not where or how fast it is made,
         nor which problems are included (a collection can grow to more problems)."""
         d = dataclasses.asdict(self)
-        for key in ("out", "num_workers", "cpus_per_worker", "ray_address", "num_cpus"):
+        for key in (
+            "out",
+            "num_workers",
+            "cpus_per_worker",
+            "units_per_worker",
+            "ray_address",
+            "num_cpus",
+        ):
             d.pop(key)
         for key in ("problems", "max_problems", "problem_limits"):
             d.pop(key)

@@ -4,6 +4,7 @@ then assemble the datasets, the summary table and the provenance."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class Collector:
 
         self.cfg = cfg
         self._teacher_key = teacher_key
+        self._lock = threading.Lock()  # units may run in threads (cfg.units_per_worker > 1)
         self.limits = Limits(timeout_s=cfg.timeout_s, cpu_s=max(1, int(cfg.timeout_s)))
         self._problems: dict[str, dict] = {}
         self._models = None
@@ -78,17 +80,19 @@ class Collector:
         from actorlearner.collect.execute import run_codes
         from actorlearner.collect.unit import collect_problem
 
-        problem = self._problem(ref.spec, ref.task_id)
-        needs_shots = self.cfg.samples_per_problem and (
-            self.cfg.sample_given or not problem.metadata.get("initial_code")
-        )
-        shots = self.shots() if needs_shots else []
+        with self._lock:  # lazy loading happens once, whichever thread comes first
+            problem = self._problem(ref.spec, ref.task_id)
+            needs_shots = self.cfg.samples_per_problem and (
+                self.cfg.sample_given or not problem.metadata.get("initial_code")
+            )
+            shots = self.shots() if needs_shots else []
+            models = self.models()
         return collect_problem(
             problem,
             ref.spec,
             ref.uid,
             self.cfg,
-            self.models(),
+            models,
             lambda p, codes: run_codes(p, codes, self.limits),
             shots,
         )
@@ -248,15 +252,20 @@ def _execute_ray(cfg: CollectConfig, todo: list[UnitRef], done) -> dict:
     return _labels(cfg)
 
 
-def _farm_out(cfg: CollectConfig, todo: list[UnitRef], done, per_worker: int = 2) -> None:
-    """Keep `per_worker` units queued on each actor; store results in completion order."""
+def _farm_out(cfg: CollectConfig, todo: list[UnitRef], done) -> None:
+    """Keep each actor busy with `units_per_worker` concurrent units (+ as many queued);
+    store results in completion order."""
     import ray
 
     from actorlearner.teacher import api_key_from_env
 
     actor_cls: Any = ray.remote(Collector).options(
-        num_cpus=cfg.cpus_per_worker, max_restarts=1, max_task_retries=1
+        num_cpus=cfg.cpus_per_worker,
+        max_restarts=1,
+        max_task_retries=1,
+        max_concurrency=max(1, cfg.units_per_worker),
     )
+    per_worker = 2 * max(1, cfg.units_per_worker)
     key = api_key_from_env(cfg.teacher)  # handed over in memory, never stored
     n = max(1, min(cfg.num_workers, len(todo)))
     workers: list[Any] = [actor_cls.remote(cfg, key) for _ in range(n)]

@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
             int | None, Opt(help="teacher requests in flight per worker")
         ] = None,
         workers: Annotated[int | None, Opt(help="Ray workers (0 = in this process)")] = None,
+        units_per_worker: Annotated[
+            int | None, Opt(help="problems each worker runs at once (raise for a slow teacher)")
+        ] = None,
         seed: Annotated[int | None, Opt()] = None,
         timeout: Annotated[float | None, Opt(help="seconds per program execution")] = None,
         overrides: Annotated[
@@ -79,6 +82,7 @@ def register(app: typer.Typer) -> None:
             "refine_temperature": refine_temperature,
             "max_problems": max_problems,
             "num_workers": workers,
+            "units_per_worker": units_per_worker,
             "seed": seed,
             "timeout_s": timeout,
             "teacher.base_url": teacher_url,
