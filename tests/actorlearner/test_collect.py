@@ -334,7 +334,7 @@ def _collect_cmd(out: Path, url: str, workers: int = 1) -> list[str]:
         "--problems", "mbpp:train", "--max-problems", "6", "--out", str(out),
         "--sampler", "teacher", "--samples", "4", "--refiner", "teacher", "--refinements", "3",
         "--teacher-url", url, "--teacher-model", "scripted", "--teacher-key-env", KEY_ENV,
-        "--workers", str(workers), "--no-progress", "num_cpus=2", "ray_address=local",
+        "--workers", str(workers), "--units-per-worker", "2", "--no-progress", "num_cpus=2", "ray_address=local",
     ]  # fmt: skip
 
 
@@ -362,7 +362,7 @@ def _units(out: Path) -> int:
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, teacher_key):
     """Kill a Ray run mid-way and rerun it: the same datasets as an uninterrupted run."""
     problems = _mbpp(6)
-    server = launch(_script(problems), tmp_path / "server", api_key_env=KEY_ENV, delay_s=0.2)
+    server = launch(_script(problems), tmp_path / "server", api_key_env=KEY_ENV, delay_s=0.4)
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     try:
         full = tmp_path / "full"
