@@ -111,6 +111,7 @@ class CollectConfig:
             "backoff_max_s",
             "concurrency",
             "api_key_env",
+            "base_url",  # the same teacher may move to another address between runs
         ):
             d["teacher"].pop(key)
         return d

@@ -29,9 +29,10 @@ class TeacherModel:
 class PolicyModel:
     """Chat completions from a local policy through the engine interface.
 
-    All requests of one call share a single batched `generate` (so one unit of work is
-    one batch, seeded by the first request's seed: the same unit gives the same
-    replies whichever worker runs it). Prompts too long for the model get empty replies.
+    All requests of one call share a single batched `generate` with the first request's
+    sampling settings and seed (one unit of work is one batch, so the same unit gives
+    the same replies whichever worker runs it). Prompts too long for the model get
+    empty replies (counted in `too_long`).
     """
 
     def __init__(self, path: str, engine: str = "hf", dtype: str = "auto", max_batch: int = 64):
