@@ -215,25 +215,10 @@ def _labels(cfg: CollectConfig) -> dict[str, str | None]:
 
 
 def init_ray(address: str = "", num_cpus: int = 0, attempts: int = 3) -> None:
-    """`ray.init`, retried: on a heavily loaded machine a local raylet can miss Ray's fixed
-    30 s start-up window ("The current node timed out during startup")."""
-    import ray
+    """Start or join Ray for a collection run (see `actorlearner.raycluster`)."""
+    from actorlearner.raycluster import start_or_join
 
-    starting = address in ("", "local") and num_cpus > 0
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(
-                address=address or None,
-                num_cpus=num_cpus if starting else None,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
-            return
-        except Exception as exc:
-            if "timed out during startup" not in str(exc) or attempt == attempts:
-                raise
-            log.warning("Ray did not start in time (attempt %d of %d); retrying", attempt, attempts)
-            ray.shutdown()
+    start_or_join(address, num_cpus, attempts=attempts, log_to_driver=False)
 
 
 def _execute_ray(cfg: CollectConfig, todo: list[UnitRef], done) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -29,19 +28,11 @@ def init_ray(cfg: RunConfig):
     """Join the cluster of `ray job submit` / `ray start`, or start a local one."""
     import ray
 
-    if ray.is_initialized():
-        return ray
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
     from actorlearner.cli import QUIET_ENV
+    from actorlearner.raycluster import start_or_join
 
     env = {"env_vars": {**QUIET_ENV, "OMP_NUM_THREADS": "1"}}
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-    else:
-        try:  # a cluster started on this machine with `ray start`
-            ray.init(address="auto", runtime_env=env)
-        except (ConnectionError, RuntimeError):
-            ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, runtime_env=env)
+    start_or_join(cfg.ray.address, cfg.ray.num_cpus, runtime_env=env)
     return ray
 
 
