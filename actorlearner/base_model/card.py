@@ -64,7 +64,8 @@ def _abilities_text(ab: dict) -> str:
     return "\n".join(
         [
             f"- Copy rate: {ab['copy_rate']:.0%} of {ab['copy_n']} held-out grammar-generated "
-            "functions with unseen random names restated exactly (greedy).",
+            "functions with unseen random names restated exactly (greedy); "
+            f"{ab.get('copy_line_rate', float('nan')):.0%} of their lines reproduced exactly.",
             f"- Parse rate of greedy completions of function headers: {ab['parse_rate']:.0%} "
             f"(a random model of the same config: {ab['random_parse_rate']:.0%}; "
             f"n={ab['parse_n']}).",
