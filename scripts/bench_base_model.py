@@ -52,7 +52,7 @@ def main(
     from rich.table import Table
 
     from actorlearner.base_model import BASE_MODEL_DIR, load_base_model
-    from actorlearner.base_model.evaluate import copy_rate, generation_speed, parse_rate
+    from actorlearner.base_model.evaluate import copy_scores, generation_speed, parse_rate
     from actorlearner.base_model.model import ModelConfig, build_model
 
     torch.set_num_threads(threads)
@@ -87,7 +87,7 @@ def main(
             generation_speed(bigger.eval(), tokenizer, 8),
         ),
     }
-    copy = copy_rate(model, tokenizer, copy_n)
+    copy, copy_lines = copy_scores(model, tokenizer, copy_n)
     parsed = parse_rate(model, tokenizer, parse_n)
     table = Table(title="base model (shipped) vs next size up")
     table.add_column("metric")
@@ -103,7 +103,7 @@ def main(
     console.print(
         f"trained: {state['step']:,} steps, {state['tokens']:,} tokens in "
         f"{state['train_seconds'] / 60:.1f} min ({train_tps:.0f} tokens/s on a shared CPU thread)\n"
-        f"copy rate {copy:.0%} (n={copy_n}), parse rate {parsed:.0%} (n={parse_n})\n"
+        f"copy rate {copy:.0%} exact, {copy_lines:.0%} of lines (n={copy_n}), parse rate {parsed:.0%} (n={parse_n})\n"
         f"next size up: the same tokens would take ~{speed_ratio:.1f}x the time "
         f"(~{speed_ratio * state['train_seconds'] / 60:.0f} min at this run's rate)"
     )

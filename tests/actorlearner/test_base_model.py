@@ -14,7 +14,7 @@ import torch
 from actorlearner.base_model import BASE_MODEL_DIR, load_base_model, verify_checksums
 from actorlearner.base_model.copy_tasks import TASKS, make_task
 from actorlearner.base_model.corpus import CorpusConfig, _acceptable, _excluded
-from actorlearner.base_model.evaluate import copy_rate, parse_rate
+from actorlearner.base_model.evaluate import copy_scores, parse_rate
 from actorlearner.base_model.heldout import heldout_functions
 from actorlearner.base_model.model import ModelConfig
 from actorlearner.base_model.names import randomize_names, rename
@@ -23,6 +23,7 @@ from actorlearner.chat import CHAT_TEMPLATE, IM_END, IM_START, render
 
 # Measured on the shipped model (see MODEL_CARD.md); thresholds leave margin for n=20.
 COPY_THRESHOLD = 0.6
+COPY_LINE_THRESHOLD = 0.6
 PARSE_MARGIN = 0.3
 
 
@@ -63,9 +64,12 @@ def test_corrupted_artifact_is_refused_with_a_clear_error(tmp_path):
 
 def test_copies_unseen_random_name_functions_from_its_prompt(base):
     model, tokenizer = base
-    rate = copy_rate(model, tokenizer, n=20, seed=2024)
-    print(f"copy rate: {rate:.0%}")
-    assert rate >= COPY_THRESHOLD
+    exact, lines = copy_scores(model, tokenizer, n=20, seed=2024)
+    torch.manual_seed(0)
+    _, random_lines = copy_scores(type(model)(model.config).eval(), tokenizer, n=4, seed=2024)
+    print(f"copy: exact {exact:.0%}, lines {lines:.0%} (random model: lines {random_lines:.0%})")
+    assert exact >= COPY_THRESHOLD
+    assert lines >= COPY_LINE_THRESHOLD > random_lines
 
 
 def test_completions_parse_far_more_often_than_a_random_models(base):
