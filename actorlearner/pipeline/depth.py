@@ -236,3 +236,39 @@ def judge_first_replies(
             parsed = parse_reply(r.replies[0], entry[r.task_id])
             items.append(JudgeItem(r.context, parsed.explanation, parsed.code or ""))
     return judge_explanations(items, judge, seed=seed)
+
+
+def evaluate_model(
+    model_path: str,
+    specs: Sequence[str],
+    rounds: int,
+    samples_per_task: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 256,
+    engine_kind: str = "hf",
+    max_problems: int = 0,
+    judge: Any = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """The refinement-depth benchmark of one model on several problem sets."""
+    from actorlearner.engines import make_engine
+    from envs.sources import load_problems
+
+    engine = make_engine(engine_kind, model_path)
+    results: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        problems = load_problems(spec)
+        if max_problems:
+            problems = problems[:max_problems]
+        results[spec] = evaluate_depth(
+            engine,
+            engine.tokenizer,  # type: ignore[attr-defined]
+            problems,
+            rounds,
+            samples_per_task,
+            temperature,
+            max_new_tokens,
+            seed=seed,
+            judge=judge,
+        )
+    return results
