@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -183,6 +184,7 @@ def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, pro
         for lo in range(0, len(idx), CHUNK)
     ]
     failures: list[str] = []
+    retries: dict[int, int] = defaultdict(int)
     done, batch = 0, 32
     while queue:
         part, queue = queue[:batch], queue[batch:]
@@ -191,15 +193,19 @@ def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, pro
             verdicts = run_batch(jobs, limits=REFERENCE_LIMITS)
         for (job, idx), verdict in zip(part, verdicts, strict=True):
             unfinished = _record(cached, job, idx, verdict)
-            if unfinished and len(idx) > 1 and verdict.status == "timeout":
+            # Stopped on some input (not at load): retry the rest one by one; an input
+            # the reference cannot finish alone is recorded as an error.
+            stopped = verdict.error_type in ("Timeout", "Crash")
+            if unfinished and verdict.error_type == "SandboxError" and retries[id(job)] < 2:
+                retries[id(job)] += 1  # the pool itself failed (e.g. a jail start timed out)
+                queue.append((job, unfinished))
+                continue
+            if unfinished and stopped and len(idx) > 1:
                 queue += [(job, [i]) for i in unfinished]
-            elif unfinished and verdict.status == "timeout":
-                key = _entry_key(job.program, job.exprs[idx[0]])
-                cached[key] = [
-                    "e",
-                    f"Timeout: the reference took over {REFERENCE_LIMITS.timeout_s:g} s",
-                    0.0,
-                ]
+            elif unfinished and stopped:
+                why = f"{verdict.error_type}: the reference alone: {verdict.message}"
+                cached[_entry_key(job.program, job.exprs[idx[0]])] = ["e", why, 0.0]
+                unfinished = []
             elif unfinished:
                 failures.append(f"{job.key}: {verdict.error_type}: {verdict.message}")
             done += len(idx) - len(unfinished)
@@ -224,7 +230,7 @@ def _record(cached: dict, job: ReferenceJob, idx: list[int], verdict) -> list[in
         key = _entry_key(job.program, job.exprs[i])
         if outcome.status == "passed":
             cached[key] = ["v", encode(outcome.value), seconds]
-        elif outcome.status == "error" and verdict.status != "error":
+        elif outcome.status == "error":
             cached[key] = ["e", f"{outcome.error_type}: {outcome.message}", seconds]
         else:
             unfinished.append(i)
