@@ -22,6 +22,7 @@ from sandbox.types import Limits, TestCase, TestOutcome, Verdict
 Progress = Callable[[int, int], None]
 DEFAULT_LIMITS = Limits(timeout_s=6.0, cpu_s=6)
 REFERENCE_SLACK = 4.0  # a candidate may take this many times the reference's time
+REPORT_BUDGET = 4 << 20  # ~bytes of values per sandbox run (the sandbox caps reports at 16 MiB)
 
 
 @dataclass(frozen=True)
@@ -114,17 +115,70 @@ def _job(index: int, part: str, problem: Problem, sample: dict, limits: Limits) 
 def _run(
     jobs: list[Job], pool, progress: Progress | None, total: int, done: int = 0
 ) -> list[Verdict]:
-    """Verdicts for `jobs` in order; each job keeps its own limits, all workers busy."""
+    """Verdicts for `jobs` in order; each job keeps its own limits, all workers busy.
+
+    A job whose expected values are large runs in several pieces (the sandbox caps
+    the values one program may report), merged back into one verdict.
+    """
     from sandbox import default_pool
 
     pool = pool or default_pool()
+    pieces = [(n, lo, hi) for n, job in enumerate(jobs) for lo, hi in _pieces(job.tests)]
+    left = Counter(n for n, _, _ in pieces)
     with huge_int_reprs(), ThreadPoolExecutor(pool.size) as executor:
-        futures = [executor.submit(pool.run, j.program, j.tests, j.limits) for j in jobs]
-        for _ in as_completed(futures):
-            done += 1
-            if progress:
-                progress(done, total)
-    return [f.result() for f in futures]
+        futures = {
+            executor.submit(pool.run, jobs[n].program, jobs[n].tests[lo:hi], jobs[n].limits): n
+            for n, lo, hi in pieces
+        }
+        for future in as_completed(futures):
+            left[futures[future]] -= 1
+            if left[futures[future]] == 0:
+                done += 1
+                if progress:
+                    progress(done, total)
+        results = [f.result() for f in futures]
+    by_job: dict[int, list[tuple[int, Verdict]]] = defaultdict(list)
+    for (n, lo, _), verdict in zip(pieces, results, strict=True):
+        by_job[n].append((lo, verdict))
+    return [_merge(by_job[n]) for n in range(len(jobs))]
+
+
+def _pieces(tests: Sequence[TestCase]) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of tests whose expected values fit in one sandbox report."""
+    ranges, lo, size = [], 0, 0
+    for i, test in enumerate(tests):
+        cost = _approx_size(test.expected) if test.has_expected else 64
+        if i > lo and size + cost > REPORT_BUDGET:
+            ranges.append((lo, i))
+            lo, size = i, 0
+        size += cost
+    ranges.append((lo, len(tests)))
+    return ranges
+
+
+def _approx_size(value, depth: int = 0) -> int:
+    if isinstance(value, str | bytes):
+        return len(value) + 2
+    if isinstance(value, list | tuple | set | frozenset) and depth < 8:
+        return 2 + sum(_approx_size(v, depth + 1) + 2 for v in value)
+    if isinstance(value, dict) and depth < 8:
+        return 2 + sum(
+            _approx_size(k, depth + 1) + _approx_size(v, depth + 1) + 4 for k, v in value.items()
+        )
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value.bit_length() // 3 + 2
+    return 24
+
+
+def _merge(parts: list[tuple[int, Verdict]]) -> Verdict:
+    """One verdict from the verdicts of consecutive pieces of a job's tests."""
+    if len(parts) == 1:
+        return parts[0][1]
+    first_bad = next((v for _, v in parts if not v.passed), None)
+    merged = replace(first_bad or parts[0][1], outcomes=[])
+    merged.outcomes = [replace(o, index=o.index + lo) for lo, v in parts for o in v.outcomes]
+    merged.duration_s = sum(v.duration_s for _, v in parts)
+    return merged
 
 
 def _result(sample: dict, problem, by_part: dict, i: int, with_plus: bool) -> dict:
