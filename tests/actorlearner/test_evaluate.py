@@ -286,3 +286,24 @@ def test_evaluate_command_reports_a_malformed_line(tmp_path):
 def test_evaluate_command_bad_options(tmp_path, args, message):
     result = CliRunner().invoke(app, ["evaluate", "-o", str(tmp_path / "r.jsonl"), *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_large_expected_values_run_in_pieces():
+    """Five 5 MB results exceed what one sandbox run may report (16 MiB): the tests
+    run in pieces and the verdicts merge back, as for HumanEval/15 and 130's plus tests."""
+    from envs.problem import Problem
+    from sandbox.types import TestCase
+
+    big = "x" * 5_000_000
+    tests = [TestCase(f"f({i})", big) for i in range(5)]
+    problem = Problem("big/0", "", "f", tests)
+    samples = [
+        {"task_id": "big/0", "solution": "def f(i):\n    return 'x' * 5_000_000\n"},
+        {"task_id": "big/0", "solution": "def f(i):\n    return 'x' * (5_000_000 - (i == 3))\n"},
+    ]
+    results, _ = evaluate_samples([problem], samples, k=(1,))
+    assert results[0]["passed"] and results[0]["base"]["num_passed"] == 5
+    assert (
+        not results[1]["passed"]
+        and [t["status"] for t in results[1]["base"]["tests"]].index("failed") == 3
+    )
