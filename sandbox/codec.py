@@ -10,7 +10,18 @@ import base64
 import reprlib
 from typing import Any
 
-_repr = reprlib.Repr()
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's bounded repr, also for ints too long for `str()` (Python refuses to
+    print ints over 4300 digits: a candidate could return one to crash the feedback)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4000 * 3.3:
+            return f"<int of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_repr = _BoundedRepr()
 _repr.maxstring = 200
 _repr.maxother = 200
 _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxfrozenset = _repr.maxdict = 20

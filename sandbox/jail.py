@@ -198,4 +198,18 @@ def zygote_command(backend: str, memory_bytes: int) -> list[str]:
         prefix, plan = firejail_args(memory_bytes), "firejail"
     else:
         prefix, plan = unshare_args(), json.dumps(mount_plan())
-    return [*prefix, python_executable(), "-I", "-S", "-c", BOOTSTRAP, size, SCRATCH_ROOT, plan]
+    # -s -P -S rather than -I: isolated like -I, but PYTHONHASHSEED (set by the worker's
+    # scrubbed environment) is honoured, so every jail orders sets of strings the same way
+    # and a reference and a candidate run on different workers agree on set order.
+    return [
+        *prefix,
+        python_executable(),
+        "-s",
+        "-P",
+        "-S",
+        "-c",
+        BOOTSTRAP,
+        size,
+        SCRATCH_ROOT,
+        plan,
+    ]

@@ -162,7 +162,11 @@ class Worker:
 
 def _jail_env() -> dict[str, str]:
     """The jail inherits no secrets (API keys, tokens) from this process's environment."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+    }
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:
