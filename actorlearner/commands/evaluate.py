@@ -67,12 +67,46 @@ def register(app: typer.Typer) -> None:
         metrics_out: Annotated[
             Path | None, typer.Option("--metrics", help="metrics JSON (default: next to --out)")
         ] = None,
+        model: Annotated[
+            str | None, typer.Option("--model", "-m", help="model dir or hub name: depth benchmark")
+        ] = None,
+        rounds: Annotated[int, typer.Option(help="refinement rounds (with --model)")] = 3,
+        samples_per_task: Annotated[int, typer.Option(help="samples per task (with --model)")] = 1,
+        temperature: Annotated[float, typer.Option(help="0 = greedy (with --model)")] = 0.0,
+        max_new_tokens: Annotated[int, typer.Option(help="tokens per reply (with --model)")] = 256,
+        engine: Annotated[str, typer.Option(help="hf | vllm (with --model)")] = "hf",
+        max_problems: Annotated[int, typer.Option(help="first N problems only; 0 = all")] = 0,
+        judge_url: Annotated[
+            str, typer.Option(help="OpenAI-compatible URL of an explanation judge (optional)")
+        ] = "",
+        judge_model: Annotated[str, typer.Option(help="the judge's model name")] = "judge",
     ):
-        """Score samples in the sandbox and print pass@k (base and plus for HumanEval+/MBPP+)."""
-        ks = parse_ks(k)
+        """Score samples in the sandbox and print pass@k (base and plus for HumanEval+/MBPP+);
+        with --model, run the refinement-depth benchmark: generate, then explain-and-refine
+        failing programs for --rounds rounds, reporting pass@k after each round."""
         spec = problem_spec(benchmark)
+        if model is not None:
+            if samples is not None or canonical:
+                raise typer.BadParameter(
+                    "--model generates its own samples: drop --samples/--canonical"
+                )
+            run_depth(
+                model,
+                spec,
+                out,
+                rounds,
+                samples_per_task,
+                temperature,
+                max_new_tokens,
+                engine,
+                max_problems,
+                judge_url,
+                judge_model,
+            )
+            return
+        ks = parse_ks(k)
         if (samples is None) == (not canonical):
-            raise typer.BadParameter("give --samples FILE or --canonical (not both)")
+            raise typer.BadParameter("give --samples FILE, --canonical, or --model PATH")
         run_evaluate(spec, samples, out, ks, timeout, metrics_out, canonical)
 
 
@@ -168,3 +202,46 @@ def _report(console, metrics: dict, out: Path) -> None:
             f"[red]{len(ids)} unknown task id(s), not scored (status 'error' in the results): "
             f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}[/red]"
         )
+
+
+def run_depth(
+    model: str,
+    spec: str,
+    out: Path,
+    rounds: int,
+    samples_per_task: int,
+    temperature: float,
+    max_new_tokens: int,
+    engine: str,
+    max_problems: int,
+    judge_url: str,
+    judge_model: str,
+) -> dict:
+    """The refinement-depth benchmark of one model: JSON results, a table and a plot."""
+    from actorlearner.models import check_model_path
+    from actorlearner.pipeline.depth import evaluate_model
+    from actorlearner.pipeline.report import plot_depth, print_table, write_json_atomic
+    from actorlearner.teacher import TeacherConfig
+
+    try:
+        check_model_path(model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    judge = TeacherConfig(base_url=judge_url, model=judge_model) if judge_url else None
+    results = evaluate_model(
+        model,
+        [spec],
+        rounds,
+        samples_per_task,
+        temperature,
+        max_new_tokens,
+        engine,
+        max_problems,
+        judge,
+    )
+    table = {Path(model).name or model: results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, {"model": model, "results": results})
+    plot_depth(table, out.with_suffix(".png"))
+    print_table(table)
+    return results

@@ -80,7 +80,9 @@ def test_evaluate_depth_counts_fixes_per_round(tiny_model_dir):
             return format_reply("The comparison is wrong.", fixes[task.task_id])
         return format_reply("I am not sure.", task.metadata["initial_code"])
 
-    metrics = evaluate_depth(ScriptedPolicy(tokenizer, replies), tokenizer, problems, rounds=3, num_envs=2)
+    metrics = evaluate_depth(
+        ScriptedPolicy(tokenizer, replies), tokenizer, problems, rounds=3, num_envs=2
+    )
     assert metrics["pass@1"] == pytest.approx([0.0, 0.0, 0.5, 0.5])
     assert metrics["refine_success"] == pytest.approx([0.0, 0.0, 0.5, 0.0])
     assert not any(math.isnan(x) for x in metrics["pass@1"])
@@ -119,3 +121,26 @@ def test_judge_scores_explanations_over_real_http(tiny_model_dir, tmp_path):
     assert metrics["judge"] == {"judged": 1, "unparsed": 1, "correctness": 4, "helpfulness": 5}
     assert parse_scores("correctness: 2\nHelpfulness:3") == {"correctness": 2, "helpfulness": 3}
     assert parse_scores("Correctness: 9") is None
+
+
+def test_evaluate_model_cli(tiny_model_dir, tmp_path):
+    """`actorlearner evaluate --model ... --rounds R`: JSON, plot and table; bad paths named."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from actorlearner.cli import app
+
+    out = tmp_path / "depth.json"
+    args = ["evaluate", "-b", "synthetic:test", "--model", str(tiny_model_dir), "--rounds", "2",
+            "--max-problems", "2", "--max-new-tokens", "8", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())["results"]["synthetic:test"]
+    assert len(metrics["pass@1"]) == 3 and metrics["num_tasks"] == 2
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "pass@1 per refinement round" in result.output
+    missing = CliRunner().invoke(
+        app, args[:3] + ["--model", str(tmp_path / "nope"), "-o", str(out)]
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.output, missing.output
