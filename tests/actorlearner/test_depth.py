@@ -143,4 +143,5 @@ def test_evaluate_model_cli(tiny_model_dir, tmp_path):
     missing = CliRunner().invoke(
         app, args[:3] + ["--model", str(tmp_path / "nope"), "-o", str(out)]
     )
-    assert missing.exit_code == 2 and "does not exist" in missing.output, missing.output
+    text = " ".join(missing.output.replace("│", " ").split())  # the error box wraps lines
+    assert missing.exit_code == 2 and "nope' does not exist" in text, missing.output
