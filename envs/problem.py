@@ -23,7 +23,9 @@ class Problem:
     prompt: str
     entry_point: str
     tests: list[TestCase]
-    source: str = "custom"  # humaneval | mbpp | mbpp_sanitized | humaneval+ | mbpp+ | synthetic | custom
+    source: str = (
+        "custom"  # humaneval | mbpp | mbpp_sanitized | humaneval+ | mbpp+ | synthetic | custom
+    )
     reference: str | None = None  # a whole program that passes all tests
     plus_tests: list[TestCase] = field(default_factory=list)  # EvalPlus extra tests
     setup_code: str = ""

@@ -83,6 +83,8 @@ def test_gpu_recipes_use_vllm_and_colocation():
 
 
 def test_cli_reports_config_errors_with_exit_code_2():
-    result = CliRunner().invoke(app, ["pipeline", "-c", str(CONFIGS[0]), "sft.epohcs=1", "--dry-run"])
+    result = CliRunner().invoke(
+        app, ["pipeline", "-c", str(CONFIGS[0]), "sft.epohcs=1", "--dry-run"]
+    )
     assert result.exit_code == 2
     assert "did you mean 'sft.epochs'" in result.output

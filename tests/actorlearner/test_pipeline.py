@@ -58,7 +58,9 @@ def ray_cluster(tmp_path_factory):
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
     while time.time() < deadline:
-        ok = subprocess.run(["ray", "job", "list", "--address", address], capture_output=True, env=env)
+        ok = subprocess.run(
+            ["ray", "job", "list", "--address", address], capture_output=True, env=env
+        )
         if ok.returncode == 0:
             break
         time.sleep(2)
