@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase
 
 from actorlearner.base_model.copy_tasks import make_task
 from actorlearner.base_model.corpus import CorpusConfig, extract_functions, iter_source_files
@@ -80,7 +80,7 @@ class BatchSampler:
     def __init__(
         self,
         data_dir: Path,
-        tokenizer: PreTrainedTokenizerFast,
+        tokenizer: PreTrainedTokenizerBase,
         seq_len: int,
         batch_size: int,
         copy_fraction: float,

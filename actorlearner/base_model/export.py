@@ -31,7 +31,7 @@ def export_checkpoint(work_dir: str | Path, target: str | Path, evaluate: bool =
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    model.to(torch.bfloat16).save_pretrained(target, safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(target, safe_serialization=True)  # type: ignore[arg-type]
     tokenizer.save_pretrained(target)
     state = ckpt["state"]
     abilities = {}

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tokenizer)
     optimizer = _optimizer(model, cfg)
-    state = {"step": 0, "tokens": 0, "copy_tokens": 0, "train_seconds": 0.0, "loss": None}
+    state: dict[str, Any] = {
+        "step": 0,
+        "tokens": 0,
+        "copy_tokens": 0,
+        "train_seconds": 0.0,
+        "loss": None,
+    }
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
