@@ -280,7 +280,7 @@ def test_evaluate_command_reports_a_malformed_line(tmp_path):
     [
         (["-b", "humaneval", "--k", "0"], "positive integers"),
         (["-b", "apps", "--canonical"], "unknown benchmark 'apps'"),
-        (["-b", "humaneval"], "give --samples FILE or --canonical"),
+        (["-b", "humaneval"], "give --samples FILE, --canonical"),
     ],
 )
 def test_evaluate_command_bad_options(tmp_path, args, message):
