@@ -25,11 +25,11 @@ class MemorySampler(threading.Thread):
 
     def __init__(self, interval_s: float = 1.0):
         super().__init__(daemon=True)
-        self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+        self.interval_s, self.peak, self._halt = interval_s, 0, threading.Event()
 
     def run(self) -> None:
         me = psutil.Process()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
@@ -37,10 +37,10 @@ class MemorySampler(threading.Thread):
                 except (psutil.Error, AttributeError):
                     continue
             self.peak = max(self.peak, total)
-            self._stop.wait(self.interval_s)
+            self._halt.wait(self.interval_s)
 
     def stop(self) -> int:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 
