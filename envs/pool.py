@@ -7,12 +7,13 @@ Record: {"task_id", "source" (problem spec, e.g. "mbpp:train"), "wrong_code",
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from envs.jsonl import numbered_lines
 
 REQUIRED = ("task_id", "wrong_code")
 
@@ -56,15 +57,11 @@ class PoolEntry:
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"pool {path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    for lineno, line in numbered_lines(path):
+        try:
+            yield f"{path}:{lineno}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"pool {path}:{lineno}: not valid JSON ({exc.msg})") from exc
 
 
 def load_pool(pool: str | Path | Iterable[Mapping[str, Any] | PoolEntry]) -> list[PoolEntry]:

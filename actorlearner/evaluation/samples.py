@@ -7,9 +7,10 @@ other keys are kept and copied to the results.
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
+
+from envs.jsonl import numbered_lines
 
 
 class SampleFormatError(ValueError):
@@ -21,12 +22,7 @@ def read_samples(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"samples file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    samples = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                samples.append(parse_sample(line, f"{path}:{lineno}"))
+    samples = [parse_sample(line, f"{path}:{lineno}") for lineno, line in numbered_lines(path)]
     if not samples:
         raise SampleFormatError(f"{path}: no samples (the file is empty)")
     return samples

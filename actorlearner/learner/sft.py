@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from actorlearner.chat import IM_END, IM_START
+from envs.jsonl import numbered_lines
 
 ROLES = ("system", "user", "assistant")
 CODE_FENCE = "```python"
@@ -66,16 +67,13 @@ def load_records(path: str | Path) -> list[list[dict[str, str]]]:
     if not path.exists():
         raise FileNotFoundError(f"SFT data {path} does not exist (write it with `collect`)")
     out = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from exc
-            out.append(_check_record(record, where))
+    for lineno, line in numbered_lines(path):
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: invalid JSON ({exc.msg})") from exc
+        out.append(_check_record(record, where))
     if not out:
         raise ValueError(f"{path}: no SFT records")
     return out

@@ -17,13 +17,13 @@ An assert that compares against an expression rather than a literal needs
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 from envs.benchmarks.asserts import AssertConversionError, ConvertedTest, convert_assert
 from envs.benchmarks.common import PendingProblem, call_expr, resolve_tests
 from envs.benchmarks.expected import cache_path
+from envs.jsonl import numbered_lines
 from envs.problem import Problem
 from sandbox.types import TestCase
 
@@ -47,20 +47,16 @@ def load_generic_jsonl(path: str | Path) -> list[Problem]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"problem file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
     rows: list[tuple[int, dict]] = []
     seen: dict[str, int] = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = _parse_line(line, path, lineno)
-            if row["task_id"] in seen:
-                raise GenericFormatError(
-                    f"{path}:{lineno}: duplicate task_id {row['task_id']!r} (first on line {seen[row['task_id']]})"
-                )
-            seen[row["task_id"]] = lineno
-            rows.append((lineno, row))
+    for lineno, line in numbered_lines(path):
+        row = _parse_line(line, path, lineno)
+        if row["task_id"] in seen:
+            raise GenericFormatError(
+                f"{path}:{lineno}: duplicate task_id {row['task_id']!r} (first on line {seen[row['task_id']]})"
+            )
+        seen[row["task_id"]] = lineno
+        rows.append((lineno, row))
     return _build(path, rows)
 
 
