@@ -42,7 +42,8 @@ class ModelSettings:
 class DataSettings:
     train: list[str] = field(default_factory=lambda: ["synthetic:train"])
     num_synthetic_train: int = 600  # problems drawn from the synthetic train split
-    num_synthetic_test: int = 60
+    num_synthetic_test: int = 60  # held-out names, training bug kinds
+    num_synthetic_novel: int = 20  # held-out names and unseen (template, bug kind) pairs
     max_problems_per_source: int = 0  # 0 = all (benchmark sources)
 
 

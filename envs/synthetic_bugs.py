@@ -6,11 +6,15 @@ operator, off-by-one, wrong comparison, wrong constant, wrong variable, missing
 case), tests whose expected values come from the reference fix, and a templated
 explanation that names the bug.
 
-Held out twice over: the test split uses (template, bug kind) pairs that training
-never sees, and draws every identifier from a vocabulary disjoint from training's,
-so a memorised name cannot pass a test problem. Generation is deterministic in
-(split, n, seed); expected values are computed by running our own generated
-reference in-process (trusted code, never a model's).
+Three splits, held out at two levels:
+- `train`: the training (template, bug kind) pairs, with names from the train vocabulary.
+- `test`: the same pairs with every identifier drawn from a disjoint vocabulary, so a
+  memorised name cannot pass: the model must read the function and fix it in place.
+- `novel`: the (template, bug kind) pairs that training never sees (each template's
+  `held_out` kind), also with test names: the fix must be inferred from the failing tests.
+
+Generation is deterministic in (split, n, seed); expected values are computed by running
+our own generated reference in-process (trusted code, never a model's).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ BUG_KINDS = (
     "wrong_variable",
     "missing_case",
 )
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "novel")
 
 # Placeholder -> naming role. Every identifier in a problem comes from its role's pool.
 ROLE_OF = {
@@ -43,7 +47,7 @@ ROLE_OF = {
     "lo": "scalar", "hi": "scalar", "a": "scalar", "b": "scalar",
 }  # fmt: skip
 
-# Disjoint vocabularies (no Python keywords or builtins), one per split.
+# Disjoint vocabularies (no Python keywords or builtins): train, and test (test and novel).
 VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {
         "seq": ("items", "values", "nums", "data", "scores", "weights", "prices", "sizes", "marks", "costs"),
@@ -429,15 +433,15 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
 
 
 def split_pairs(split: str) -> list[tuple[FunctionTemplate, Bug]]:
-    """The (template, bug) pairs of a split: each template's `held_out` kind is test-only."""
+    """The (template, bug) pairs of a split: each template's `held_out` kind is novel-only."""
     if split not in SPLITS:
         raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
-    want_test = split == "test"
-    return [(t, b) for t in TEMPLATES for b in t.bugs if (b.kind == t.held_out) == want_test]
+    want_novel = split == "novel"
+    return [(t, b) for t in TEMPLATES for b in t.bugs if (b.kind == t.held_out) == want_novel]
 
 
 def _names(rng: random.Random, template: FunctionTemplate, split: str) -> dict[str, str]:
-    vocab = VOCAB[split]
+    vocab = VOCAB["train" if split == "train" else "test"]
     pools = {role: rng.sample(words, len(words)) for role, words in vocab.items()}
     names = {p: pools[ROLE_OF[p]].pop() for p in template.placeholders() if p != "f"}
     names["f"] = f"{rng.choice(vocab['verb'])}_{rng.choice(vocab['noun'])}"

@@ -36,6 +36,13 @@ def main(
     late_phase_step: int = typer.Option(None, help="Step from which copy tasks dominate."),
     late_copy_fraction: float = typer.Option(0.85, help="Copy-task share in the late phase."),
     seed: int = typer.Option(0),
+    init_from: Path = typer.Option(
+        None, help="Continue pretraining from this run's weights (new optimizer and schedule)."
+    ),
+    reply_loss_only: bool = typer.Option(
+        False, help="Score only the assistant replies of copy-task rows."
+    ),
+    decay_fraction: float = typer.Option(0.25, help="Share of the time budget spent decaying."),
 ) -> None:
     from actorlearner.base_model import BASE_MODEL_DIR
     from actorlearner.base_model.export import export_checkpoint
@@ -55,6 +62,9 @@ def main(
         late_phase_step=late_phase_step,
         late_copy_fraction=late_copy_fraction,
         seed=seed,
+        init_from=str(init_from) if init_from else None,
+        reply_loss_only=reply_loss_only,
+        decay_fraction=decay_fraction,
         model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers),
     )
     if not export_only:

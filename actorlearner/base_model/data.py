@@ -17,13 +17,14 @@ from transformers import PreTrainedTokenizerBase
 
 from actorlearner.base_model.copy_tasks import make_task
 from actorlearner.base_model.corpus import CorpusConfig, extract_functions, iter_source_files
-from actorlearner.chat import EOS
+from actorlearner.chat import EOS, IM_START
 from actorlearner.tokenizer import save_tokenizer, train_bpe_tokenizer
 
 TOKENS_FILE = "corpus_tokens.npy"
 FUNCTIONS_FILE = "functions.json"
 TOKENIZER_DIR = "tokenizer"
 STATS_FILE = "data_stats.json"
+_FIT_TRIES = 8
 
 
 @dataclass
@@ -85,6 +86,7 @@ class BatchSampler:
         batch_size: int,
         copy_fraction: float,
         seed: int,
+        reply_loss_only: bool = False,
     ):
         self.tokens = np.load(data_dir / TOKENS_FILE, mmap_mode="r")
         self.functions: list[str] = json.loads((data_dir / FUNCTIONS_FILE).read_text())
@@ -92,27 +94,56 @@ class BatchSampler:
         self.eos = tokenizer.convert_tokens_to_ids(EOS)
         self.seq_len, self.batch_size = seq_len, batch_size
         self.copy_fraction, self.seed = copy_fraction, seed
+        self.reply_loss_only = reply_loss_only
+        self.im_start = tokenizer.convert_tokens_to_ids(IM_START)
 
-    def _copy_row(self, rng: random.Random) -> list[int]:
+    def _copy_row(self, rng: random.Random) -> tuple[list[int], list[bool]]:
+        """Packed chats and, per token, whether it is scored (all, or only assistant replies)."""
         row: list[int] = []
+        scored: list[bool] = []
         while len(row) < self.seq_len + 1:
-            chat = make_task(rng.choice(self.functions), rng)
-            if chat:
-                row += self.tokenizer.encode(chat, add_special_tokens=False) + [self.eos]
-        return row[: self.seq_len + 1]
+            ids = self._chat_ids(rng)
+            if self.reply_loss_only:
+                # A chat cut at the row's end loses its reply, so prefer one that fits.
+                for _ in range(_FIT_TRIES):
+                    if len(row) + len(ids) <= self.seq_len + 1:
+                        break
+                    ids = self._chat_ids(rng)
+            row += ids
+            scored += self._reply_mask(ids)
+        return row[: self.seq_len + 1], scored[: self.seq_len + 1]
+
+    def _chat_ids(self, rng: random.Random) -> list[int]:
+        while not (chat := make_task(rng.choice(self.functions), rng)):
+            pass
+        return self.tokenizer.encode(chat, add_special_tokens=False) + [self.eos]
+
+    def _reply_mask(self, ids: list[int]) -> list[bool]:
+        # The prompt's random names cannot be predicted; scoring them only adds noise to
+        # the copy signal, so the late phase may score the final assistant turn alone.
+        if not self.reply_loss_only:
+            return [True] * len(ids)
+        last = max(i for i, t in enumerate(ids) if t == self.im_start)
+        return [i > last for i in range(len(ids))]
 
     def _corpus_row(self, rng: random.Random) -> list[int]:
         start = rng.randrange(len(self.tokens) - self.seq_len - 1)
         return self.tokens[start : start + self.seq_len + 1].astype(np.int64).tolist()
 
-    def batch(self, step: int) -> tuple[torch.Tensor, int]:
-        """Token rows of shape (batch, seq_len + 1) and how many rows are copy tasks."""
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Token rows (batch, seq_len + 1), next-token labels (-100 where not scored), and
+        how many rows are copy tasks."""
         rng = random.Random(self.seed * 1_000_003 + step)
-        rows, n_copy = [], 0
+        rows, masks, n_copy = [], [], 0
         for _ in range(self.batch_size):
             if rng.random() < self.copy_fraction:
-                rows.append(self._copy_row(rng))
+                row, mask = self._copy_row(rng)
                 n_copy += 1
             else:
-                rows.append(self._corpus_row(rng))
-        return torch.tensor(rows, dtype=torch.long), n_copy
+                row = self._corpus_row(rng)
+                mask = [True] * len(row)
+            rows.append(row)
+            masks.append(mask)
+        tokens = torch.tensor(rows, dtype=torch.long)
+        labels = tokens[:, 1:].masked_fill(~torch.tensor(masks)[:, 1:], -100)
+        return tokens, labels, n_copy

@@ -48,6 +48,10 @@ class TrainConfig:
     threads: int = 1
     bf16: bool = True
     seed: int = 0
+    # Continued pretraining: start from another run's weights (fresh optimizer and schedule).
+    init_from: str | None = None
+    # Score only the assistant replies of copy-task rows (corpus rows are always scored).
+    reply_loss_only: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -92,6 +96,19 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
+def _init_from(model, src: Path) -> dict:
+    """Load another run's final weights; returns that run's config and totals for the card."""
+    ckpt_path = src / CHECKPOINT
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"--init-from {src}: no {CHECKPOINT} there; train that run first")
+    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+    model.load_state_dict(ckpt["model"])
+    prior = {k: ckpt["state"][k] for k in ("step", "tokens", "copy_tokens", "train_seconds")}
+    prior["config"] = json.loads((src / "config.json").read_text())
+    prior["prior"] = ckpt["state"].get("prior")
+    return prior
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train until the time or step budget is spent; returns the final state."""
     torch.set_num_threads(cfg.threads)
@@ -122,10 +139,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         raise FileExistsError(
             f"{ckpt_path} exists: pass --resume to continue it, or use a new --out"
         )
+    elif cfg.init_from:
+        state["prior"] = _init_from(model, Path(cfg.init_from))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     state.update(params=sum(p.numel() for p in model.parameters()), data=stats)
     sampler = BatchSampler(
-        data_dir, tokenizer, cfg.seq_len, cfg.batch_size, cfg.copy_fraction, cfg.seed
+        data_dir,
+        tokenizer,
+        cfg.seq_len,
+        cfg.batch_size,
+        cfg.copy_fraction,
+        cfg.seed,
+        reply_loss_only=cfg.reply_loss_only,
     )
     late = cfg.late_phase_step
     model.train()
@@ -138,14 +163,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         t0 = time.time()
         if late is not None and state["step"] >= late:
             sampler.copy_fraction = cfg.late_copy_fraction
-        rows, n_copy = sampler.batch(state["step"])
+        rows, labels, n_copy = sampler.batch(state["step"])
         lr = lr_at(state["step"], state["train_seconds"], cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(input_ids=rows[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1)
+            logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
         )
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -23,9 +23,11 @@ def load_problem_set(cfg: RunConfig, spec: str, split_size: int | None = None) -
     from envs.sources import load_problems
 
     if spec.startswith("synthetic"):
-        n = split_size or (
-            cfg.data.num_synthetic_test if spec.endswith("test") else cfg.data.num_synthetic_train
-        )
+        sizes = {
+            "test": cfg.data.num_synthetic_test,
+            "novel": cfg.data.num_synthetic_novel,
+        }
+        n = split_size or sizes.get(spec.rpartition(":")[2], cfg.data.num_synthetic_train)
         return load_problems(spec, n=n, seed=cfg.seed)
     problems = load_problems(spec)
     limit = cfg.data.max_problems_per_source

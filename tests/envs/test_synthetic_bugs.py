@@ -1,4 +1,4 @@
-"""SyntheticBugs: verified through the real sandbox, held out by (template, bug) and names."""
+"""SyntheticBugs: verified through the real sandbox, held out by names and by (template, bug)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from envs.synthetic_bugs import BUG_KINDS, TEMPLATES, VOCAB, generate, split_pai
 
 @pytest.fixture(scope="module")
 def splits():
-    return {s: generate(s, n=150, seed=0) for s in ("train", "test")}
+    return {s: generate(s, n=150, seed=0) for s in ("train", "test", "novel")}
 
 
 def _identifiers(code: str) -> set[str]:
@@ -30,7 +30,7 @@ def test_every_reference_passes_and_every_bug_fails_in_the_sandbox(splits):
     problems = {
         (p.metadata["template"], p.metadata["bug_kind"]): p for s in splits.values() for p in s
     }
-    chosen = list(problems.values()) + splits["train"][:10] + splits["test"][:10]
+    chosen = list(problems.values()) + [p for s in splits.values() for p in s[:6]]
     assert len(problems) == sum(len(t.bugs) for t in TEMPLATES)  # every pair generated
     jobs = [(p.reference, p.tests) for p in chosen] + [
         (p.metadata["initial_code"], p.tests) for p in chosen
@@ -43,26 +43,29 @@ def test_every_reference_passes_and_every_bug_fails_in_the_sandbox(splits):
         assert not v.passed, (p.task_id, v)
 
 
-def test_splits_are_disjoint_in_pairs_and_names(splits):
+def test_splits_hold_out_names_and_novel_pairs(splits):
     pairs = {
         s: {(p.metadata["template"], p.metadata["bug_kind"]) for p in ps}
         for s, ps in splits.items()
     }
-    assert not pairs["train"] & pairs["test"]
-    assert pairs["test"] == {(t.name, b.kind) for t, b in split_pairs("test")}
-    # every template and every bug kind is seen in both splits (only the pairing is new)
-    for s in ("train", "test"):
+    # test: the training pairs, renamed; novel: the pairs training never sees
+    assert pairs["test"] == pairs["train"]
+    assert not pairs["train"] & pairs["novel"]
+    assert pairs["novel"] == {(t.name, b.kind) for t, b in split_pairs("novel")}
+    # every template and every bug kind is seen in training (only the pairing is new)
+    for s in ("train", "novel"):
         assert {t for t, _ in pairs[s]} == {t.name for t in TEMPLATES}
         assert {k for _, k in pairs[s]} == set(BUG_KINDS)
     names = {s: set().union(*(_identifiers(p.reference) for p in ps)) for s, ps in splits.items()}
-    assert not names["train"] & names["test"], names["train"] & names["test"]
+    for held_out in ("test", "novel"):
+        assert not names["train"] & names[held_out], names["train"] & names[held_out]
+        assert not {p.prompt for p in splits["train"]} & {p.prompt for p in splits[held_out]}
     vocab = {s: {w for words in VOCAB[s].values() for w in words} for s in VOCAB}
     assert not vocab["train"] & vocab["test"]
-    assert not {p.prompt for p in splits["train"]} & {p.prompt for p in splits["test"]}
 
 
 def test_problem_shape(splits):
-    for p in splits["train"][:40] + splits["test"][:40]:
+    for p in splits["train"][:40] + splits["test"][:40] + splits["novel"][:40]:
         lines = p.reference.strip().splitlines()
         assert 5 <= len(lines) <= 12, p.reference
         assert p.entry_point in p.prompt and p.tests[0].display.startswith("assert ")
@@ -86,7 +89,7 @@ def test_deterministic_and_seeded():
 
 
 def test_explanation_names_the_bug():
-    p = next(p for p in generate("test", n=60) if p.metadata["template"] == "largest")
+    p = next(p for p in generate("novel", n=60) if p.metadata["template"] == "largest")
     names = p.metadata["names"]
     expl = p.metadata["reference_explanations"][0]
     assert (
