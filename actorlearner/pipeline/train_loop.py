@@ -73,6 +73,21 @@ def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]
     }
 
 
+def drop_sandbox_errors(batch: list[Trajectory], iteration: int) -> list[Trajectory]:
+    """Episodes the sandbox itself failed carry no signal about the policy: leave them out."""
+    kept = [t for t in batch if not t.stats.get("sandbox_error")]
+    if batch and not kept:
+        raise RuntimeError(
+            f"every episode of iteration {iteration} hit a sandbox error: check that firejail "
+            "is installed (`firejail --version`) and the sandbox limits in the config"
+        )
+    if len(kept) < len(batch):
+        log.warning(
+            "iteration %d: dropped %d sandbox-error episodes", iteration, len(batch) - len(kept)
+        )
+    return kept
+
+
 def ppo_loop(
     rollouts,
     learner,
@@ -111,6 +126,9 @@ def ppo_loop(
             if mode == "async" and not last:
                 pending = pool.submit(timed_rollout)  # made by the current weights, version v
             t0 = time.perf_counter()
+            dropped = len(batch)
+            batch = drop_sandbox_errors(batch, it + 1)
+            dropped -= len(batch)
             metrics = learner.ppo_step(batch)  # -> version v + 1
             learn_s = time.perf_counter() - t0
             weights = learner.state_dict_for_actors()
@@ -141,6 +159,7 @@ def ppo_loop(
                     "time/weight_sync_s": sync_s,
                     "staleness/mean": sum(stale) / max(1, len(stale)),
                     "staleness/max": float(max(stale, default=0)),
+                    "rollout/dropped_sandbox_errors": float(dropped),
                 },
                 it + 1,
             )

@@ -252,6 +252,7 @@ class EpisodeRunner:
             solved=bool(terminated),
             truncated=bool(truncated),
             pass_rate=float(getattr(verdict, "pass_rate", 0.0) or 0.0),
+            sandbox_error=bool(info.get("sandbox_error")),
             env_s=slot.env_s,
             wall_s=time.perf_counter() - slot.started,
             slot=slot.index,

@@ -284,6 +284,43 @@ def test_env_error_propagates_and_the_runner_recovers(engine):
     runner.close()
 
 
+class ReplyWithReference(gymnasium.Wrapper):
+    """Sends the env a well-formed fix in place of the tiny model's text, so it reaches the
+    sandbox runner (the trajectory still holds the model's own tokens)."""
+
+    def step(self, action):
+        p = self.env.unwrapped._ep.problem
+        return self.env.step(format_reply("Fix the operator.", p.reference))
+
+
+def test_sandbox_errors_are_flagged_and_left_out_of_the_update(engine):
+    import sandbox
+    from actorlearner.pipeline.train_loop import drop_sandbox_errors
+    from sandbox.types import Verdict
+
+    fixes = []
+
+    def flaky(program, tests, limits):  # fault injection: every other fix's run fails inside
+        if any(p.reference.strip() in program for p in problems()):
+            fixes.append(program)
+        if len(fixes) % 2 and fixes[-1] is program:
+            return Verdict("error", error_type="SandboxError", message="worker died")
+        return sandbox.run(program, tests, limits)
+
+    env = gymnasium.make(
+        "CodeRefine-v0", problems=problems(), max_turns=1, rewards=REWARDS, runner=flaky
+    )
+    runner = EpisodeRunner(engine, engine.tokenizer, [ReplyWithReference(env)], seed=0)
+    trajs = runner.run(4, SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))
+    runner.close()
+    flagged = [t.stats["sandbox_error"] for t in trajs]
+    assert flagged == [True, False, True, False]
+    assert [t.stats["solved"] for t in trajs] == [False, True, False, True]
+    assert drop_sandbox_errors(trajs, 1) == [t for t in trajs if not t.stats["sandbox_error"]]
+    with pytest.raises(RuntimeError, match="every episode of iteration 2 hit a sandbox error"):
+        drop_sandbox_errors([t for t in trajs if t.stats["sandbox_error"]], 2)
+
+
 # ---------------------------------------------------------------------- Ray actors
 
 
