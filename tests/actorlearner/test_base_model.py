@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -183,3 +184,46 @@ def test_completion_cut_at_function_end_and_prompt_alone_does_not_count():
     cut = complete_function(prompt, "    c = b\n    return (c +", True)
     assert cut == "def f(a):\n    b = a\n    c = b" and parses(cut)
     assert complete_function(prompt, "\n\n\n\n", True) is None  # blank lines add nothing
+
+
+def test_continued_stage_starts_from_weights_and_scores_replies_only(tmp_path):
+    from transformers import AutoTokenizer
+
+    from actorlearner.base_model.data import TOKENIZER_DIR, BatchSampler
+    from actorlearner.base_model.export import export_checkpoint
+
+    first = train(_tiny_cfg(tmp_path / "one", max_steps=2))
+    cfg = _tiny_cfg(tmp_path / "two", max_steps=2)
+    cfg.init_from, cfg.reply_loss_only, cfg.copy_fraction = str(tmp_path / "one"), True, 1.0
+    cfg.seq_len = 256  # long enough for whole chats, so replies are scored
+    second = train(cfg)
+    assert math.isfinite(second["loss"])
+    assert second["prior"]["step"] == first["step"] == 2
+    assert second["prior"]["config"]["reply_loss_only"] is False
+    with pytest.raises(FileNotFoundError, match="--init-from"):
+        cfg2 = _tiny_cfg(tmp_path / "three", max_steps=1)
+        cfg2.init_from = str(tmp_path / "missing")
+        train(cfg2)
+
+    # Only tokens of the final assistant turn of each chat are scored.
+    data = tmp_path / "one" / "data"
+    tok = AutoTokenizer.from_pretrained(data / TOKENIZER_DIR)
+    sampler = BatchSampler(data, tok, 1024, 2, 1.0, 0, reply_loss_only=True)
+    rows, labels, n_copy = sampler.batch(0)
+    assert n_copy == 2 and (labels != -100).any() and (labels == -100).any()
+    start = tok.convert_tokens_to_ids(IM_START)
+    for row, lab in zip(rows.tolist(), labels.tolist(), strict=True):
+        for j, target in enumerate(lab):
+            if target == -100:
+                continue
+            assert target == row[j + 1]
+            last = max(i for i in range(j + 1) if row[i] == start)
+            assert tok.decode(row[last + 1 : last + 12]).startswith("assistant\n")
+    # Corpus rows and the first stage score everything.
+    full = BatchSampler(data, tok, 1024, 2, 1.0, 0).batch(0)[1]
+    assert (full != -100).all()
+    # The exported card lists both stages and how to rebuild each.
+    card = export_checkpoint(tmp_path / "two", tmp_path / "art", evaluate=False) / "MODEL_CARD.md"
+    text = card.read_text()
+    assert "Stage 1 (from scratch)" in text and "Stage 2 (continued" in text
+    assert "--init-from base_model_work/stage1" in text and "--reply-loss-only" in text
