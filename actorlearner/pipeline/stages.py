@@ -135,8 +135,23 @@ def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, 
     }
     write_json_atomic(run_dir / "summary.json", summary)
     plot_depth(results, run_dir / "depth.png")
-    text = print_table(results)
+    text = print_table(results) + _training_lines(summary["sft"], summary["train"])
     (run_dir / "summary.txt").write_text(text)
+
+
+def _training_lines(sft: dict[str, Any], train: dict[str, Any]) -> str:
+    lines = []
+    first, last = sft.get("first_eval", {}), sft.get("last_metrics", {})
+    if "eval/loss" in first and "eval/loss" in last:
+        lines.append(f"SFT held-out loss: {first['eval/loss']:.3f} -> {last['eval/loss']:.3f}")
+    if "reward_slope" in train:
+        lines.append(
+            f"PPO training reward over {train['iterations']} iterations: "
+            f"{train['reward_first_half']:.2f} (first half mean) -> "
+            f"{train['reward_last_half']:.2f} (last half mean), "
+            f"slope {train['reward_slope']:+.3f} per iteration"
+        )
+    return "".join(f"{line}\n" for line in lines)
 
 
 # ----------------------------------------------------------------------------- sft

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
+from statistics import linear_regression, mean
 from typing import Any
 
 from actorlearner.learner.checkpoint import StopFlag, latest_tag
@@ -38,6 +38,7 @@ class LoopStats:
                 self.reward_history[0],
                 self.reward_history[-1],
             )
+            out.update(reward_trend(self.reward_history))
         if self.iter_s:
             # overlap: iteration time against max(rollout, learn) (async ideal) and their sum (sync)
             out["iter_s_mean"] = mean(self.iter_s)
@@ -52,6 +53,20 @@ class LoopStats:
                 for i, r, lr in zip(self.iter_s, self.rollout_s, self.learn_s, strict=True)
             )
         return out
+
+
+def reward_trend(history: list[float]) -> dict[str, float]:
+    """A noise-aware view of the training reward: least-squares slope per iteration, and the
+    mean of the first and the last half of the iterations."""
+    half = len(history) // 2
+    if half == 0:
+        return {}
+    slope = linear_regression(range(len(history)), history).slope
+    return {
+        "reward_slope": slope,
+        "reward_first_half": mean(history[:half]),
+        "reward_last_half": mean(history[-half:]),
+    }
 
 
 def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]:

@@ -164,3 +164,13 @@ def test_staleness_filter_counts_dropped():
     kept, dropped = split_stale(trajs, current_version=3, max_staleness=1)
     assert [k.policy_version for k in kept] == [2, 3]
     assert dropped == 2
+
+
+def test_reward_trend_reads_through_noise():
+    from actorlearner.pipeline.train_loop import reward_trend
+
+    rising = reward_trend([-5.0, -2.0, -4.0, -1.0, -3.0, 0.0])
+    assert rising["reward_slope"] == pytest.approx(5 / 7)  # Sxy 12.5 over Sxx 17.5
+    assert (rising["reward_first_half"], rising["reward_last_half"]) == (-11 / 3, -4 / 3)
+    assert reward_trend([1.0, 0.0])["reward_slope"] == pytest.approx(-1.0)
+    assert reward_trend([3.0]) == {}
