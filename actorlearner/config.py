@@ -75,6 +75,9 @@ class SFTSettings:
     max_len: int = 768
     refine_only: bool = False  # the paper's refine-only variant: loss on the code only
     warmup_steps: int = 10
+    # CPU threads per learner rank; 0 = share every CPU of the plan (no actors run during
+    # SFT). Set it on a shared machine: torch threads that outnumber free cores stall.
+    cpu_threads: int = 0
 
 
 @dataclass

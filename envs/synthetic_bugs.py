@@ -19,7 +19,9 @@ our own generated reference in-process (trusted code, never a model's).
 
 from __future__ import annotations
 
+import builtins
 import copy
+import keyword
 import random
 import string
 from collections.abc import Callable
@@ -440,8 +442,35 @@ def split_pairs(split: str) -> list[tuple[FunctionTemplate, Bug]]:
     return [(t, b) for t in TEMPLATES for b in t.bugs if (b.kind == t.held_out) == want_novel]
 
 
+# Share of training problems whose names are made-up words rather than vocabulary words:
+# with a small fixed vocabulary a model can memorise names instead of reading them, which
+# then fails on the held-out names; made-up ones can only be copied from the prompt.
+MADE_UP_NAME_SHARE = 0.5
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "pl", "st", "tr")  # fmt: skip
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
+_HELD_OUT_WORDS = {w for words in VOCAB["test"].values() for w in words}
+
+
+def made_up_name(rng: random.Random, taken: set[str]) -> str:
+    """A fresh pronounceable identifier (1-2 words) that no held-out problem uses."""
+    while True:
+        words = [
+            "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
+            for _ in range(rng.choice((1, 1, 2)))
+        ]
+        name = "_".join(words)
+        reserved = keyword.iskeyword(name) or hasattr(builtins, name)
+        if name not in taken and name not in _HELD_OUT_WORDS and not reserved:
+            return name
+
+
 def _names(rng: random.Random, template: FunctionTemplate, split: str) -> dict[str, str]:
     vocab = VOCAB["train" if split == "train" else "test"]
+    if split == "train" and rng.random() < MADE_UP_NAME_SHARE:
+        made_up: dict[str, str] = {}
+        for p in template.placeholders():
+            made_up[p] = made_up_name(rng, set(made_up.values()))
+        return made_up
     pools = {role: rng.sample(words, len(words)) for role, words in vocab.items()}
     names = {p: pools[ROLE_OF[p]].pop() for p in template.placeholders() if p != "f"}
     names["f"] = f"{rng.choice(vocab['verb'])}_{rng.choice(vocab['noun'])}"

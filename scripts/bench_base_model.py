@@ -88,6 +88,7 @@ def main(
         ),
     }
     copy, copy_lines = copy_scores(model, tokenizer, copy_n)
+    natural, natural_lines = copy_scores(model, tokenizer, copy_n, natural=True)
     parsed = parse_rate(model, tokenizer, parse_n)
     table = Table(title="base model (shipped) vs next size up")
     table.add_column("metric")
@@ -103,7 +104,8 @@ def main(
     console.print(
         f"trained: {state['step']:,} steps, {state['tokens']:,} tokens in "
         f"{state['train_seconds'] / 60:.1f} min ({train_tps:.0f} tokens/s on a shared CPU thread)\n"
-        f"copy rate {copy:.0%} exact, {copy_lines:.0%} of lines (n={copy_n}), parse rate {parsed:.0%} (n={parse_n})\n"
+        f"copy rate {copy:.0%} exact, {copy_lines:.0%} of lines (n={copy_n}); with everyday "
+        f"names {natural:.0%} exact, {natural_lines:.0%} of lines; parse rate {parsed:.0%} (n={parse_n})\n"
         f"next size up: the same tokens would take ~{speed_ratio:.1f}x the time "
         f"(~{speed_ratio * state['train_seconds'] / 60:.0f} min at this run's rate)"
     )
@@ -111,6 +113,7 @@ def main(
         out = {k: {"shipped": a, "next": b} for k, (a, b) in rows.items()}
         out |= {
             "copy_rate": copy,
+            "natural_copy_rate": natural,
             "parse_rate": parsed,
             "training": state,
             "next_config": bigger_cfg.__dict__,

@@ -43,6 +43,9 @@ def main(
         False, help="Score only the assistant replies of copy-task rows."
     ),
     decay_fraction: float = typer.Option(0.25, help="Share of the time budget spent decaying."),
+    natural_name_share: float = typer.Option(
+        0.0, help="Share of copy tasks with natural (real or original) names."
+    ),
 ) -> None:
     from actorlearner.base_model import BASE_MODEL_DIR
     from actorlearner.base_model.export import export_checkpoint
@@ -65,6 +68,7 @@ def main(
         init_from=str(init_from) if init_from else None,
         reply_loss_only=reply_loss_only,
         decay_fraction=decay_fraction,
+        natural_name_share=natural_name_share,
         model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers),
     )
     if not export_only:

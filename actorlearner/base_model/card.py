@@ -68,6 +68,9 @@ def _abilities_text(ab: dict) -> str:
             f"- Copy rate: {ab['copy_rate']:.0%} of {ab['copy_n']} held-out grammar-generated "
             "functions with unseen random names restated exactly (greedy); "
             f"{ab.get('copy_line_rate', float('nan')):.0%} of their lines reproduced exactly.",
+            f"- Copy rate with everyday names (`total`, `items`, ...): "
+            f"{ab.get('natural_copy_rate', float('nan')):.0%} of {ab['copy_n']} such functions "
+            f"exactly, {ab.get('natural_copy_line_rate', float('nan')):.0%} of their lines.",
             f"- Parse rate of greedy completions of function headers: {ab['parse_rate']:.0%} "
             f"(a random model of the same config: {ab['random_parse_rate']:.0%}; "
             f"n={ab['parse_n']}).",

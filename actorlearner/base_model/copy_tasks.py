@@ -134,10 +134,26 @@ TASKS: dict[str, tuple[TaskFn, float]] = {
 }
 
 
-def make_task(function_source: str, rng: random.Random) -> str | None:
-    """One rendered chat (system?, user, assistant) built on `function_source` with fresh names."""
+def make_task(
+    function_source: str,
+    rng: random.Random,
+    name_pool: list[str] | None = None,
+    natural_name_share: float = 0.0,
+) -> str | None:
+    """One rendered chat (system?, user, assistant) built on `function_source` with fresh names.
+
+    With probability `natural_name_share` the names are natural instead of made-up: half
+    the time drawn from `name_pool` (real identifiers), half the time the function's own.
+    """
+    drop_doc = rng.random() < 0.7
     try:
-        code = randomize_names(function_source, rng, drop_docstring=rng.random() < 0.7)
+        if name_pool and rng.random() < natural_name_share:
+            if rng.random() < 0.5:
+                code = randomize_names(function_source, rng, drop_doc, pool=name_pool)
+            else:
+                code = randomize_names(function_source, rng, drop_doc, pool=None, keep=True)
+        else:
+            code = randomize_names(function_source, rng, drop_docstring=drop_doc)
     except (SyntaxError, ValueError, RecursionError):
         return None
     names, weights = zip(*((k, w) for k, (_, w) in TASKS.items()), strict=True)

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from actorlearner.base_model.copy_tasks import make_task
 from actorlearner.base_model.corpus import CorpusConfig, extract_functions, iter_source_files
+from actorlearner.base_model.names import identifier_pool
 from actorlearner.chat import EOS, IM_START
 from actorlearner.tokenizer import save_tokenizer, train_bpe_tokenizer
 
@@ -87,6 +88,7 @@ class BatchSampler:
         copy_fraction: float,
         seed: int,
         reply_loss_only: bool = False,
+        natural_name_share: float = 0.0,
     ):
         self.tokens = np.load(data_dir / TOKENS_FILE, mmap_mode="r")
         self.functions: list[str] = json.loads((data_dir / FUNCTIONS_FILE).read_text())
@@ -95,6 +97,8 @@ class BatchSampler:
         self.seq_len, self.batch_size = seq_len, batch_size
         self.copy_fraction, self.seed = copy_fraction, seed
         self.reply_loss_only = reply_loss_only
+        self.natural_name_share = natural_name_share
+        self.name_pool = identifier_pool(self.functions) if natural_name_share > 0 else None
         self.im_start = tokenizer.convert_tokens_to_ids(IM_START)
 
     def _copy_row(self, rng: random.Random) -> tuple[list[int], list[bool]]:
@@ -114,7 +118,11 @@ class BatchSampler:
         return row[: self.seq_len + 1], scored[: self.seq_len + 1]
 
     def _chat_ids(self, rng: random.Random) -> list[int]:
-        while not (chat := make_task(rng.choice(self.functions), rng)):
+        while not (
+            chat := make_task(
+                rng.choice(self.functions), rng, self.name_pool, self.natural_name_share
+            )
+        ):
             pass
         return self.tokenizer.encode(chat, add_special_tokens=False) + [self.eos]
 

@@ -50,13 +50,16 @@ def copy_prompt(code: str) -> str:
     return render([{"role": "user", "content": restate_prompt(code)}], add_generation_prompt=True)
 
 
-def copy_scores(model, tokenizer, n: int = 20, seed: int = 12345) -> tuple[float, float]:
-    """(exact, line) copy rates on held-out random-name functions restated from the prompt.
+def copy_scores(
+    model, tokenizer, n: int = 20, seed: int = 12345, natural: bool = False
+) -> tuple[float, float]:
+    """(exact, line) copy rates on held-out functions restated from the prompt, with
+    made-up names (default) or everyday ones (`natural`).
 
     exact: share of functions reproduced character for character; line: share of all
     target lines found verbatim, in order, in the reply (partial credit for long functions).
     """
-    functions = heldout_functions(n, seed)
+    functions = heldout_functions(n, seed, natural)
     budget = max(len(tokenizer.encode(f)) for f in functions) + 16
     replies = greedy(model, tokenizer, [copy_prompt(f) for f in functions], budget)
     exact, lines_ok, lines_total = 0, 0, 0
@@ -146,6 +149,8 @@ class Abilities:
     copy_rate: float
     copy_line_rate: float
     copy_n: int
+    natural_copy_rate: float
+    natural_copy_line_rate: float
     parse_rate: float
     random_parse_rate: float
     parse_n: int
@@ -162,11 +167,14 @@ def measure_abilities(model_dir: str | Path, copy_n: int = 50, parse_n: int = 30
     torch.manual_seed(0)
     random_model = AutoModelForCausalLM.from_config(model.config).eval()
     exact, line = copy_scores(model, tokenizer, copy_n)
+    natural, natural_line = copy_scores(model, tokenizer, copy_n, natural=True)
     return asdict(
         Abilities(
             copy_rate=exact,
             copy_line_rate=line,
             copy_n=copy_n,
+            natural_copy_rate=natural,
+            natural_copy_line_rate=natural_line,
             parse_rate=parse_rate(model, tokenizer, parse_n),
             random_parse_rate=parse_rate(random_model, tokenizer, parse_n),
             parse_n=parse_n,

@@ -1,7 +1,9 @@
 """Random pronounceable identifiers and identifier renaming.
 
 Copy tasks use names that never occur in any corpus, so the only way to get them right
-is to copy them from the prompt; memorised names cannot help.
+is to copy them from the prompt; memorised names cannot help. A model that only ever
+copies made-up names learns to copy *those*; a share of tasks therefore re-draws names
+from real code (`identifier_pool`) or keeps the function's own.
 """
 
 from __future__ import annotations
@@ -67,14 +69,43 @@ class _Renamer(ast.NodeTransformer):
         return node
 
 
+def _pool_name(rng: random.Random, pool: list[str], taken: set[str]) -> str:
+    for _ in range(20):
+        name = rng.choice(pool)
+        if name not in taken:
+            return name
+    return random_identifier(rng, taken)
+
+
+def identifier_pool(functions: list[str]) -> list[str]:
+    """Sorted local names (function, argument and variable names) of `functions`."""
+    names: set[str] = set()
+    for source in functions:
+        try:
+            func = ast.parse(source).body[0]
+        except (SyntaxError, IndexError, RecursionError):
+            continue
+        if isinstance(func, ast.FunctionDef):
+            names.update(local_names(func))
+    return sorted(names)
+
+
 def rename(source: str, mapping: dict[str, str]) -> str:
     """Rename identifiers (variables, arguments, function names) throughout `source`."""
     tree = ast.parse(source)
     return ast.unparse(_Renamer(mapping).visit(tree))
 
 
-def randomize_names(source: str, rng: random.Random, drop_docstring: bool = True) -> str:
-    """Give every local name of the (single) function in `source` a fresh random name."""
+def randomize_names(
+    source: str,
+    rng: random.Random,
+    drop_docstring: bool = True,
+    pool: list[str] | None = None,
+    keep: bool = False,
+) -> str:
+    """Give every local name of the (single) function in `source` a fresh name: a made-up
+    one, or with `pool`, a real identifier drawn from it (other code's names); with `keep`,
+    the names stay (only the docstring and formatting change)."""
     tree = ast.parse(source)
     func = tree.body[0]
     if not isinstance(func, ast.FunctionDef):
@@ -83,7 +114,7 @@ def randomize_names(source: str, rng: random.Random, drop_docstring: bool = True
         func.body = func.body[1:]
     taken: set[str] = set()
     mapping = {}
-    for name in local_names(func):
-        mapping[name] = random_identifier(rng, taken)
+    for name in [] if keep else local_names(func):
+        mapping[name] = _pool_name(rng, pool, taken) if pool else random_identifier(rng, taken)
         taken.add(mapping[name])
     return ast.unparse(_Renamer(mapping).visit(tree))

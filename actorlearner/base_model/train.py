@@ -52,6 +52,8 @@ class TrainConfig:
     init_from: str | None = None
     # Score only the assistant replies of copy-task rows (corpus rows are always scored).
     reply_loss_only: bool = False
+    # Share of copy tasks with natural names (real identifiers, or the function's own).
+    natural_name_share: float = 0.0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -151,6 +153,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         cfg.copy_fraction,
         cfg.seed,
         reply_loss_only=cfg.reply_loss_only,
+        natural_name_share=cfg.natural_name_share,
     )
     late = cfg.late_phase_step
     model.train()

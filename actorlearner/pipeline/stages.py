@@ -175,7 +175,7 @@ def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     lcfg = learner_config(cfg, resolve_model_path(cfg.model.path), ckpt, cfg.sft.lr)
     lcfg.sft.data = data_path
     # No rollout actors run during SFT: the learner ranks share all the CPUs of the plan.
-    cpus = make_plan(cfg).cpus / cfg.learner.num_ranks
+    cpus = cfg.sft.cpu_threads or make_plan(cfg).cpus / cfg.learner.num_ranks
     learner = LearnerGroup(lcfg, cfg.learner.num_ranks, cpus, cfg.learner.num_gpus_per_rank)
     logger = MetricsLogger(cfg.run_dir / "tb")
     try:

@@ -227,3 +227,45 @@ def test_continued_stage_starts_from_weights_and_scores_replies_only(tmp_path):
     text = card.read_text()
     assert "Stage 1 (from scratch)" in text and "Stage 2 (continued" in text
     assert "--init-from base_model_work/stage1" in text and "--reply-loss-only" in text
+
+
+def test_natural_name_tasks_draw_real_or_original_names():
+    from actorlearner.base_model.names import identifier_pool, local_names
+
+    source = "def total(items, start=0):\n    acc = start\n    for x in items:\n        acc += x\n    return acc"
+    other = "def scale(alpha, beta):\n    gamma = alpha * beta\n    return gamma"
+    pool = identifier_pool([source, other, "not python("])
+    assert pool == sorted(
+        ["total", "items", "start", "acc", "x", "scale", "alpha", "beta", "gamma"]
+    )
+    rng, kept, drawn = random.Random(0), 0, 0
+    for _ in range(40):
+        chat = make_task(source, rng, name_pool=pool, natural_name_share=1.0)
+        if chat is None:
+            continue
+        code = chat.split("```python\n")[1].split("\n```")[0]
+        names = set(local_names(ast.parse(code).body[0]))  # type: ignore[arg-type]
+        assert names <= set(pool), names  # never a made-up name
+        kept += names == {"total", "items", "start", "acc", "x"}
+        drawn += names != {"total", "items", "start", "acc", "x"}
+    assert kept > 5 and drawn > 5
+    # Without a pool (or a zero share) every name is made up, as in the first stage.
+    chat = make_task(source, random.Random(0), name_pool=pool, natural_name_share=0.0)
+    assert chat is not None and "total" not in chat
+
+
+def test_heldout_natural_functions_use_everyday_names():
+    from actorlearner.base_model.heldout import NATURAL_WORDS
+
+    functions = heldout_functions(10, seed=1, natural=True)
+    assert functions == heldout_functions(10, seed=1, natural=True) != heldout_functions(10, seed=1)
+    for source in functions:
+        func = ast.parse(source).body[0]
+        names = {n.id for n in ast.walk(func) if isinstance(n, ast.Name)} - {
+            "len",
+            "abs",
+            "max",
+            "min",
+            "range",
+        }
+        assert {w for n in names for w in n.split("_")} <= set(NATURAL_WORDS), names
