@@ -117,6 +117,9 @@ class TrainSettings:
     minibatch_size: int = 8
     clip_range: float = 0.2
     value_clip: float = 0.2
+    # The value head shares the policy's trunk: a large value loss early on (returns of
+    # +-10 against a fresh head) can drown the policy gradient and blur the LM.
+    vf_coef: float = 0.1
     max_grad_norm: float = 1.0
     checkpoint_every: int = 5
 

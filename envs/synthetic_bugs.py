@@ -7,11 +7,12 @@ case), tests whose expected values come from the reference fix, and a templated
 explanation that names the bug.
 
 Three splits, held out at two levels:
-- `train`: the training (template, bug kind) pairs, with names from the train vocabulary.
-- `test`: the same pairs with every identifier drawn from a disjoint vocabulary, so a
-  memorised name cannot pass: the model must read the function and fix it in place.
+- `train`: the training (template, bug kind) pairs, with everyday names (half) or made-up ones.
+- `test`: the same pairs with every identifier a made-up word that no training problem
+  can contain, so a memorised name cannot pass: the model must read the function and fix
+  it in place.
 - `novel`: the (template, bug kind) pairs that training never sees (each template's
-  `held_out` kind), also with test names: the fix must be inferred from the failing tests.
+  `held_out` kind), also with held-out names: the fix must be inferred from the failing tests.
 
 Generation is deterministic in (split, n, seed); expected values are computed by running
 our own generated reference in-process (trusted code, never a model's).
@@ -49,7 +50,7 @@ ROLE_OF = {
     "lo": "scalar", "hi": "scalar", "a": "scalar", "b": "scalar",
 }  # fmt: skip
 
-# Disjoint vocabularies (no Python keywords or builtins): train, and test (test and novel).
+# Everyday names for half the training problems (no Python keywords or builtins).
 VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {
         "seq": ("items", "values", "nums", "data", "scores", "weights", "prices", "sizes", "marks", "costs"),
@@ -63,19 +64,6 @@ VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
         "word": ("word", "part", "chunk"),
         "verb": ("compute", "get", "find", "count", "collect", "scan", "pick", "tally"),
         "noun": ("values", "items", "scores", "marks", "points", "stats", "totals", "parts"),
-    },
-    "test": {
-        "seq": ("arr", "seq", "elems", "vals", "series", "samples", "amounts", "rows", "figures", "readings"),
-        "elem": ("x", "v", "e", "el", "amt", "sample"),
-        "scalar": ("thresh", "lim", "goal", "top", "lower", "upper", "start", "stop", "mark", "cutoff"),
-        "acc": ("s", "agg", "running", "summed", "cnt", "n"),
-        "idx": ("idx", "p", "q", "m"),
-        "lst": ("res_list", "bucket", "chosen", "sel"),
-        "text": ("msg", "sentence", "src", "body"),
-        "char": ("c", "glyph", "tok"),
-        "word": ("term", "piece", "frag"),
-        "verb": ("calc", "derive", "fetch", "gather", "measure", "extract", "select", "locate"),
-        "noun": ("entries", "records", "cells", "figures", "rows", "readings", "amounts", "units"),
     },
 }  # fmt: skip
 
@@ -442,35 +430,40 @@ def split_pairs(split: str) -> list[tuple[FunctionTemplate, Bug]]:
     return [(t, b) for t in TEMPLATES for b in t.bugs if (b.kind == t.held_out) == want_novel]
 
 
-# Share of training problems whose names are made-up words rather than vocabulary words:
-# with a small fixed vocabulary a model can memorise names instead of reading them, which
-# then fails on the held-out names; made-up ones can only be copied from the prompt.
+# Half the training problems use everyday words from VOCAB, half made-up words: with a
+# small fixed vocabulary alone a model can memorise names instead of reading them. Held-out
+# problems use made-up words built from syllables that training never starts a name or
+# syllable with, so no held-out name can equal a training one.
 MADE_UP_NAME_SHARE = 0.5
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "pl", "st", "tr")  # fmt: skip
+_ONSETS = {
+    "train": ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "pl", "st", "tr"),
+    "held_out": ("c", "h", "j", "w", "ch", "qu", "cl", "cr", "wh"),
+}  # fmt: skip
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
-_HELD_OUT_WORDS = {w for words in VOCAB["test"].values() for w in words}
+_VOCAB_WORDS = {w for words in VOCAB["train"].values() for w in words}
 
 
-def made_up_name(rng: random.Random, taken: set[str]) -> str:
-    """A fresh pronounceable identifier (1-2 words) that no held-out problem uses."""
+def made_up_name(rng: random.Random, taken: set[str], onsets: tuple[str, ...]) -> str:
+    """A fresh pronounceable identifier (1-2 words of 1-2 syllables) from `onsets`."""
     while True:
         words = [
-            "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
+            "".join(rng.choice(onsets) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
             for _ in range(rng.choice((1, 1, 2)))
         ]
         name = "_".join(words)
-        reserved = keyword.iskeyword(name) or hasattr(builtins, name)
-        if name not in taken and name not in _HELD_OUT_WORDS and not reserved:
+        reserved = keyword.iskeyword(name) or hasattr(builtins, name) or name in _VOCAB_WORDS
+        if name not in taken and not reserved:
             return name
 
 
 def _names(rng: random.Random, template: FunctionTemplate, split: str) -> dict[str, str]:
-    vocab = VOCAB["train" if split == "train" else "test"]
-    if split == "train" and rng.random() < MADE_UP_NAME_SHARE:
+    if split != "train" or rng.random() < MADE_UP_NAME_SHARE:
+        onsets = _ONSETS["train" if split == "train" else "held_out"]
         made_up: dict[str, str] = {}
         for p in template.placeholders():
-            made_up[p] = made_up_name(rng, set(made_up.values()))
+            made_up[p] = made_up_name(rng, set(made_up.values()), onsets)
         return made_up
+    vocab = VOCAB["train"]
     pools = {role: rng.sample(words, len(words)) for role, words in vocab.items()}
     names = {p: pools[ROLE_OF[p]].pop() for p in template.placeholders() if p != "f"}
     names["f"] = f"{rng.choice(vocab['verb'])}_{rng.choice(vocab['noun'])}"

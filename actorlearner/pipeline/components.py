@@ -35,6 +35,7 @@ def learner_config(
             lam=t.lam,
             clip_ratio=t.clip_range,
             value_clip=t.value_clip,
+            vf_coef=t.vf_coef,
             kl_coef=t.kl_coef,
             kl_target=0.05 if t.adaptive_kl else None,
             epochs=t.epochs,
