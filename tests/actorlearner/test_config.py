@@ -88,3 +88,15 @@ def test_cli_reports_config_errors_with_exit_code_2():
     )
     assert result.exit_code == 2
     assert "did you mean 'sft.epochs'" in result.output
+
+
+def test_synthetic_split_sizes_come_from_the_data_settings():
+    from actorlearner.pipeline.stages import load_problem_set
+
+    cfg = load_config(
+        "configs/tiny_cpu.yaml",
+        ["data.num_synthetic_train=5", "data.num_synthetic_test=3", "data.num_synthetic_novel=2"],
+    )
+    sizes = {s: len(load_problem_set(cfg, f"synthetic:{s}")) for s in ("train", "test", "novel")}
+    assert sizes == {"train": 5, "test": 3, "novel": 2}
+    assert len(load_problem_set(cfg, "synthetic:test", split_size=4)) == 4
