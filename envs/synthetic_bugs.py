@@ -8,9 +8,9 @@ explanation that names the bug.
 
 Three splits, held out at two levels:
 - `train`: the training (template, bug kind) pairs, with everyday names (half) or made-up ones.
-- `test`: the same pairs with every identifier a made-up word that no training problem
-  can contain, so a memorised name cannot pass: the model must read the function and fix
-  it in place.
+- `test`: the same pairs with every identifier a made-up word from the held-out half of
+  the name space, which no training problem can contain, so a memorised name cannot pass:
+  the model must read the function and fix it in place.
 - `novel`: the (template, bug kind) pairs that training never sees (each template's
   `held_out` kind), also with held-out names: the fix must be inferred from the failing tests.
 
@@ -25,6 +25,7 @@ import copy
 import keyword
 import random
 import string
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -431,37 +432,40 @@ def split_pairs(split: str) -> list[tuple[FunctionTemplate, Bug]]:
 
 
 # Half the training problems use everyday words from VOCAB, half made-up words: with a
-# small fixed vocabulary alone a model can memorise names instead of reading them. Held-out
-# problems use made-up words built from syllables that training never starts a name or
-# syllable with, so no held-out name can equal a training one.
+# small fixed vocabulary alone a model can memorise names instead of reading them.
+# Held-out problems use made-up words too, from the same syllables (so their tokens are
+# familiar), split from training's by a hash of the name (as in hash-based dataset splits),
+# so no held-out name can equal a training one.
 MADE_UP_NAME_SHARE = 0.5
-_ONSETS = {
-    "train": ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "pl", "st", "tr"),
-    "held_out": ("c", "h", "j", "w", "ch", "qu", "cl", "cr", "wh"),
-}  # fmt: skip
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "pl", "st", "tr")  # fmt: skip
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
 _VOCAB_WORDS = {w for words in VOCAB["train"].values() for w in words}
 
 
-def made_up_name(rng: random.Random, taken: set[str], onsets: tuple[str, ...]) -> str:
-    """A fresh pronounceable identifier (1-2 words of 1-2 syllables) from `onsets`."""
+def name_split(name: str) -> str:
+    """The split a made-up name belongs to: "train" or "held_out" (a stable hash)."""
+    return "train" if zlib.crc32(name.encode()) % 2 == 0 else "held_out"
+
+
+def made_up_name(rng: random.Random, taken: set[str], split: str) -> str:
+    """A fresh pronounceable identifier (1-2 words of 1-2 syllables) of `split`'s half."""
     while True:
         words = [
-            "".join(rng.choice(onsets) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
+            "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
             for _ in range(rng.choice((1, 1, 2)))
         ]
         name = "_".join(words)
         reserved = keyword.iskeyword(name) or hasattr(builtins, name) or name in _VOCAB_WORDS
-        if name not in taken and not reserved:
+        if name not in taken and not reserved and name_split(name) == split:
             return name
 
 
 def _names(rng: random.Random, template: FunctionTemplate, split: str) -> dict[str, str]:
     if split != "train" or rng.random() < MADE_UP_NAME_SHARE:
-        onsets = _ONSETS["train" if split == "train" else "held_out"]
+        half = "train" if split == "train" else "held_out"
         made_up: dict[str, str] = {}
         for p in template.placeholders():
-            made_up[p] = made_up_name(rng, set(made_up.values()), onsets)
+            made_up[p] = made_up_name(rng, set(made_up.values()), half)
         return made_up
     vocab = VOCAB["train"]
     pools = {role: rng.sample(words, len(words)) for role, words in vocab.items()}
