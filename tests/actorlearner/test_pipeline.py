@@ -97,7 +97,7 @@ def test_job_submit_runs_every_stage(submitted_run):
     history = summary["train"]["reward_history"]
     assert summary["train"]["reward_slope"] == pytest.approx(history[1] - history[0])
     text = (run_dir / "summary.txt").read_text()
-    assert "PPO training reward over 2 iterations" in text and "SFT held-out loss" in text
+    assert "PPO training reward over 2 iterations" in text
     assert (run_dir / "depth.png").stat().st_size > 0
     for model in ("sft", "ppo"):
         assert (run_dir / "models" / model / "config.json").exists()
