@@ -28,7 +28,8 @@ seen SyntheticBugs fixes, HumanEval, MBPP or EvalPlus data.
   and this project's packages; any file mentioning those benchmarks; files with lines
   over 200 characters (generated tables).
 - Synthetic copy tasks in the chat format, built on {functions:,} functions extracted
-  from that corpus, every local name replaced by a fresh random pronounceable identifier:
+  from that corpus, every local name replaced by a fresh random pronounceable identifier
+  (or, where a stage says so, by natural names):
   restate a function, rename an identifier, change one token and return the whole
   function (explain-then-code reply), answer with line N, delete a line.
 
@@ -94,6 +95,11 @@ def _copy_text(cfg: dict) -> str:
     text = f"copy tasks {100 * cfg['copy_fraction']:.0f}% of rows"
     if cfg.get("late_phase_step") is not None:
         text += f", {100 * cfg['late_copy_fraction']:.0f}% from step {cfg['late_phase_step']:,} on"
+    if cfg.get("natural_name_share"):
+        text += (
+            f", {100 * cfg['natural_name_share']:.0f}% of copy tasks with natural names "
+            "(real identifiers from the corpus, or the function's own)"
+        )
     if cfg.get("reply_loss_only"):
         text += ", loss on the assistant replies of copy rows only"
     return text
@@ -119,6 +125,8 @@ def _rebuild_command(index: int, cfg: dict) -> str:
         flags.append(f"--late-copy-fraction {cfg['late_copy_fraction']}")
     flags += [f"--copy-fraction {cfg['copy_fraction']}", f"--lr {cfg['lr']}"]
     flags += [f"--warmup-steps {cfg['warmup_steps']}", f"--decay-fraction {cfg['decay_fraction']}"]
+    if cfg.get("natural_name_share"):
+        flags.append(f"--natural-name-share {cfg['natural_name_share']}")
     if cfg.get("reply_loss_only"):
         flags.append("--reply-loss-only")
     return "python scripts/train_base_model.py " + " ".join(flags)
