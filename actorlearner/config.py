@@ -120,6 +120,10 @@ class TrainSettings:
     # The value head shares the policy's trunk: a large value loss early on (returns of
     # +-10 against a fresh head) can drown the policy gradient and blur the LM.
     vf_coef: float = 0.1
+    # gae = the paper's critic; group = a per-problem baseline from group_size samples of
+    # each episode start (critic-free, no value loss)
+    advantage: str = "gae"
+    group_size: int = 1  # episodes per drawn start
     max_grad_norm: float = 1.0
     checkpoint_every: int = 5
 
@@ -166,6 +170,7 @@ STAGES = ("collect", "sft", "train", "evaluate")
 _CHOICES = {
     "rollout.engine": ("hf", "vllm"),
     "train.mode": ("sync", "async"),
+    "train.advantage": ("gae", "group"),
     "collect.refiner": ("reference", "policy", "teacher"),
     "model.dtype": ("float32", "bfloat16", "float16"),
 }
@@ -202,10 +207,25 @@ def _check_values(cfg: RunConfig) -> None:
         "learner.num_ranks": cfg.learner.num_ranks,
         "train.max_turns": cfg.train.max_turns,
         "evaluate.samples_per_task": cfg.evaluate.samples_per_task,
+        "train.group_size": cfg.train.group_size,
     }
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    _check_groups(cfg.train)
+
+
+def _check_groups(t: TrainSettings) -> None:
+    if t.episodes_per_iteration % t.group_size:
+        raise ConfigError(
+            f"train.episodes_per_iteration={t.episodes_per_iteration} is not a multiple of "
+            f"train.group_size={t.group_size}; make it one so every group is whole"
+        )
+    if t.advantage == "group" and t.group_size < 2:
+        raise ConfigError(
+            "train.advantage=group needs train.group_size >= 2 (samples per start to form "
+            "the baseline); set e.g. train.group_size=4"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -249,9 +249,19 @@ class CodeRefineEnv(gym.Env[str, str]):
         }
 
     def _pick(self, options: dict[str, Any]) -> tuple[str, str, PoolEntry | None]:
-        unknown = sorted(set(options) - {"task_id", "initial_code"})
+        unknown = sorted(set(options) - {"task_id", "initial_code", "start"})
         if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; known: task_id, initial_code")
+            raise ValueError(
+                f"unknown reset option(s) {unknown}; known: task_id, initial_code, start"
+            )
+        if "start" in options:  # an index into self.starts: grouped sampling replays one start
+            index = options["start"]
+            if not isinstance(index, int) or not 0 <= index < len(self.starts):
+                raise ValueError(
+                    f"reset option 'start' must be an index in [0, {len(self.starts)}) "
+                    f"(len(env.starts)), got {index!r}"
+                )
+            return self.starts[index]
         task_id, code = options.get("task_id"), options.get("initial_code")
         if task_id is None:
             if code is not None:

@@ -94,3 +94,13 @@ def rank_share(indices: Sequence[int], rank: int, world_size: int) -> list[int]:
 
 def chunks(items: Sequence[int], size: int) -> list[list[int]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def group_ids(trajectories: Sequence[Trajectory]) -> list[int]:
+    """Integer group of each trajectory from `stats["group"]`; ungrouped ones stand alone."""
+    index: dict[object, int] = {}
+    out = []
+    for i, t in enumerate(trajectories):
+        key = t.stats.get("group", ("alone", i))
+        out.append(index.setdefault(key, len(index)))
+    return out

@@ -32,11 +32,21 @@ class PPOConfig:
     epochs: int = 2
     num_minibatches: int = 2
     whiten_advantages: bool = True
+    # "gae": the paper's value-head critic; "group": returns-to-go minus a leave-one-out
+    # baseline of the episodes from the same start (trajectories' stats["group"]); the
+    # value loss is then skipped, since nothing uses the value head
+    advantage: str = "gae"
     temperature: float = 1.0  # logprobs under log_softmax(logits / temperature), as sampled
     max_staleness: int = 1  # accept trajectories from versions >= current - max_staleness
     # False: ratio against the behaviour logprobs stored in the trajectory (correct off-policy);
     # True: recompute them with the learner's current weights (when engine numerics differ).
     recompute_old_logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ("gae", "group"):
+            raise ValueError(
+                f"PPOConfig.advantage must be 'gae' or 'group', got {self.advantage!r}"
+            )
 
 
 @dataclass

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 
 from actorlearner.learner import ppo
-from actorlearner.learner.batch import TokenBatch, chunks, collate, rank_share, split_stale
+from actorlearner.learner.batch import (
+    TokenBatch,
+    chunks,
+    collate,
+    group_ids,
+    rank_share,
+    split_stale,
+)
 from actorlearner.learner.checkpoint import latest_tag, load_rng, prune, save_rng, write_json
 from actorlearner.learner.config import LearnerConfig, resolve_deepspeed_config
 from actorlearner.learner.distributed import (
@@ -256,7 +263,11 @@ class DeepSpeedLearner:
         old = logp * mask if p.recompute_old_logprobs else batch.old_logprobs
         rewards, kl = ppo.shaped_rewards(batch.rewards, old, ref, mask, self.kl_ctl.value)
         values = values * mask
-        advantages, returns = ppo.gae(rewards, values, mask, p.gamma, p.lam)
+        if p.advantage == "group":
+            groups = group_ids(trajectories)
+            advantages, returns = ppo.group_advantages(rewards, mask, groups, p.gamma)
+        else:
+            advantages, returns = ppo.gae(rewards, values, mask, p.gamma, p.lam)
         if p.whiten_advantages:
             advantages = ppo.masked_whiten(advantages, mask)
         return batch, {
@@ -305,7 +316,8 @@ class DeepSpeedLearner:
         )
         with torch.set_grad_enabled(p.entropy_coef > 0):
             entropy = ppo.masked_sum(ppo.entropy_from_logits(logits[:, :-1] / p.temperature), mask)
-        loss = pg.loss + p.vf_coef * vf.loss - p.entropy_coef * entropy / normalizer
+        vf_coef = 0.0 if p.advantage == "group" else p.vf_coef
+        loss = pg.loss + vf_coef * vf.loss - p.entropy_coef * entropy / normalizer
         self.engine.backward(weight * loss, scale_wrt_gas=False)
         approx_kl = ppo.masked_sum(take(data["old_logprobs"]) - logp.detach(), mask)
         sums = [pg.token_sum, vf.token_sum, clipped, entropy.detach(), approx_kl, mask.sum()]

@@ -57,6 +57,36 @@ def gae(
     return advantages, returns
 
 
+@torch.no_grad()
+def group_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, groups: list[int], gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic-free advantages with a per-problem baseline (RLOO-style).
+
+    The return-to-go of every action token (discounted once per action token, as in `gae`)
+    minus the mean episode return of the *other* episodes of the same group, i.e. the
+    other samples from the same start. The baseline never depends on the episode's own
+    actions, so the estimate stays unbiased. A row alone in its group falls back to the
+    mean return of the other rows. Returns (advantages, returns-to-go), zero outside `mask`.
+    """
+    if len(groups) != rewards.shape[0]:
+        raise ValueError(f"{len(groups)} group ids for {rewards.shape[0]} rows")
+    returns, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma, 1.0)
+    first = mask.float().argmax(dim=1)  # first action column of each row
+    episode = returns.gather(1, first[:, None]).squeeze(1)
+    ids = torch.as_tensor(groups, device=rewards.device)
+    same = (ids[:, None] == ids[None, :]).to(episode.dtype)
+    if len(groups) > 1:
+        alone = same.sum(1) == 1
+        same = torch.where(alone[:, None], torch.ones_like(same), same)  # singleton: the batch
+    same.fill_diagonal_(0.0)
+    count = same.sum(1)
+    baseline = torch.where(
+        count > 0, same @ episode / count.clamp(min=1), torch.zeros_like(episode)
+    )
+    return (returns - baseline[:, None]) * mask, returns
+
+
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Sampled estimate of KL(policy || ref) per token: log p(a) - log p_ref(a)."""
     return logprobs - ref_logprobs

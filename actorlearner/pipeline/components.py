@@ -42,6 +42,7 @@ def learner_config(
             num_minibatches=max(1, t.episodes_per_iteration // max(1, t.minibatch_size)),
             temperature=cfg.rollout.temperature,
             max_staleness=t.max_staleness,
+            advantage=t.advantage,
         ),
         sft=SFTConfig(
             refine_only=s.refine_only,
@@ -73,4 +74,5 @@ def rollout_config(
         ),
         seed=cfg.seed,
         torch_threads=max(1, int(r.num_cpus_per_actor)),
+        group_size=t.group_size,
     )

@@ -50,6 +50,7 @@ class RolloutWorker:
             overlap=cfg.overlap_env,
             seed=cfg.seed + 100_003 * index,
             max_context_tokens=cfg.max_context_tokens,
+            group_size=cfg.group_size,
         )
 
     def rollout(

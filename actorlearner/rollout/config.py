@@ -33,6 +33,8 @@ class RolloutConfig:
     # or "auto" (only while env steps are slow next to a generate call)
     overlap_env: bool | str = "auto"
     max_context_tokens: int | None = None  # end an episode whose context reaches this length
+    # episodes per drawn start (same problem and wrong code), for a per-problem baseline
+    group_size: int = 1
     seed: int = 0
     torch_threads: int = 1  # intra-op threads per actor (keep actors from fighting for cores)
     # fault handling
@@ -44,7 +46,7 @@ class RolloutConfig:
     episodes_per_call: int = 0  # chunk size handed to an actor per call; 0 = an even split
 
     def __post_init__(self) -> None:
-        for name in ("num_actors", "envs_per_actor"):
+        for name in ("num_actors", "envs_per_actor", "group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RolloutConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.engine not in ("hf", "vllm"):

@@ -146,7 +146,8 @@ class RolloutGroup:
 
     def _chunks(self, num_episodes: int) -> list[int]:
         size = self.cfg.episodes_per_call or -(-num_episodes // len(self.actors))
-        size = max(1, size)
+        k = self.cfg.group_size
+        size = max(k, -(-size // k) * k)  # whole groups per call: a group never spans actors
         return [min(size, num_episodes - s) for s in range(0, num_episodes, size)]
 
     def _requeue(self, call: _Call, exc: Exception, queue: deque) -> None:

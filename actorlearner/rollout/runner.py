@@ -8,6 +8,10 @@ other half generates, hiding sandbox time behind generation. Halving the batch c
 extra decoding steps, so `overlap="auto"` (the default) splits only while env steps
 are slow relative to a generate call (measured: with the tiny CPU model and cheap
 test rewards one batch is faster; with the ledex rewards' embedding model, halves win).
+
+With `group_size` k > 1, episodes come in groups of k that replay one episode start
+(same problem, same wrong code); each trajectory carries its group in
+`stats["group"]`, so the learner can use the group as a per-problem baseline.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from actorlearner.chat import IM_END
 from actorlearner.engines.base import Engine, SamplingParams
@@ -31,7 +38,16 @@ from actorlearner.trajectory import Trajectory
 class _EnvResult:
     step: tuple | None = None  # (obs, reward, terminated, truncated, info) of the last reply
     reset: tuple | None = None  # (obs, info) of a new episode started in this slot
+    group: str | None = None  # the new episode's group (grouped sampling)
     env_s: float = 0.0
+
+
+@dataclass
+class _Ticket:
+    """One claimed episode: its reset options and, under grouped sampling, its group."""
+
+    options: dict | None
+    group: str | None = None
 
 
 @dataclass
@@ -42,6 +58,7 @@ class _Slot:
     reply: tuple[ReplyText, int] | None = None  # the reply awaiting its env step, and its start
     future: Future | None = None
     seeded: bool = False
+    group: str | None = None
     env_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -58,9 +75,12 @@ class EpisodeRunner:
         seed: int | None = None,
         max_context_tokens: int | None = None,
         reset_options: dict | None = None,
+        group_size: int = 1,
     ):
         if not envs:
             raise ValueError("EpisodeRunner needs at least one env")
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
         self.engine = engine
         self.tokenizer = tokenizer
         self.slots = [_Slot(env=e, index=i) for i, e in enumerate(envs)]
@@ -72,6 +92,10 @@ class EpisodeRunner:
         self.seed = seed
         self.max_context_tokens = max_context_tokens
         self.reset_options = reset_options
+        self.group_size = group_size
+        self._rng = np.random.default_rng(seed)
+        self._runs = 0
+        self._tickets: deque[_Ticket] = deque()
         self.stop_ids = stop_token_ids(tokenizer)
         self.im_end_id = int(tokenizer.convert_tokens_to_ids(IM_END))
         self._pool = ThreadPoolExecutor(len(envs), thread_name_prefix="env")
@@ -92,14 +116,16 @@ class EpisodeRunner:
         if not sampling.stop_token_ids:
             sampling = dataclasses.replace(sampling, stop_token_ids=self.stop_ids)
         self._todo = num_episodes
+        self._tickets = self._group_tickets(num_episodes)
+        self._runs += 1
         self._limit = self._context_limit(sampling.max_new_tokens)
         self._skips_left = num_episodes  # first prompts too long for the model (bounded)
         self.timings = {"generate_s": 0.0, "env_wait_s": 0.0, "env_s": 0.0, "generated_tokens": 0}
         t0 = time.perf_counter()
         done: list[Trajectory] = []
         for slot in self.slots:
-            if self._claim():
-                slot.future = self._pool.submit(self._reset, slot)
+            if ticket := self._claim():
+                slot.future = self._pool.submit(self._reset, slot, ticket)
         try:
             while any(slot.future is not None for slot in self.slots):
                 groups = 2 if self._split() else 1
@@ -128,13 +154,27 @@ class EpisodeRunner:
             return self._env_avg > 0.25 * self._gen_avg
         return bool(self.overlap)
 
-    def _claim(self) -> bool:
+    def _claim(self) -> _Ticket | None:
         """Take one episode from the budget (called from env threads too)."""
         with self._lock:
             if self._todo <= 0:
-                return False
+                return None
             self._todo -= 1
-            return True
+            return self._tickets.popleft() if self._tickets else _Ticket(self.reset_options)
+
+    def _group_tickets(self, num_episodes: int) -> deque[_Ticket]:
+        """Under grouped sampling, k tickets per drawn episode start, members back to back."""
+        if self.group_size == 1:
+            return deque()
+        starts = len(getattr(self.slots[0].env.unwrapped, "starts", ()))
+        if not starts:
+            raise ValueError("group_size > 1 needs an env with a list of episode starts")
+        tickets: deque[_Ticket] = deque()
+        for g in range(-(-num_episodes // self.group_size)):
+            options = {**(self.reset_options or {}), "start": int(self._rng.integers(starts))}
+            tag = f"{self.seed}-{self._runs}-{g}"
+            tickets.extend(_Ticket(options, tag) for _ in range(self.group_size))
+        return tickets
 
     def _collect(self, slot: _Slot, done: list[Trajectory]) -> bool:
         """Wait for a slot's env work and fold it into its episode; True if it needs a reply."""
@@ -157,10 +197,12 @@ class EpisodeRunner:
                 slot.episode.add_user_turn(self.tokenizer, obs)  # type: ignore[union-attr]
                 if self._over_context(slot):
                     done.append(self._finish(slot, False, True, info, context_limit=True))
-                    if self._claim():
-                        slot.future = self._pool.submit(self._reset, slot)
+                    if ticket := self._claim():
+                        slot.future = self._pool.submit(self._reset, slot, ticket)
                     return False
         if result.reset is not None:
+            if result.step is not None:  # started in _step: the slot still names the old group
+                slot.group = result.group
             self._start(slot, *result.reset)
             if self._over_context(slot):  # the first prompt alone leaves no room to reply
                 self._skip_long_prompt(slot)
@@ -183,21 +225,23 @@ class EpisodeRunner:
             slot.future = self._pool.submit(self._step, slot, slot.reply[0].text)
 
     # ------------------------------------------------------------------ env side (threads)
-    def _reset(self, slot: _Slot) -> _EnvResult:
+    def _reset(self, slot: _Slot, ticket: _Ticket) -> _EnvResult:
         t = time.perf_counter()
         seed = None
         if not slot.seeded and self.seed is not None:
             seed = self.seed + slot.index
         slot.seeded = True
-        obs, info = slot.env.reset(seed=seed, options=self.reset_options)
+        slot.group = ticket.group
+        obs, info = slot.env.reset(seed=seed, options=ticket.options)
         return _EnvResult(reset=(obs, info), env_s=time.perf_counter() - t)
 
     def _step(self, slot: _Slot, text: str) -> _EnvResult:
         t = time.perf_counter()
         step = slot.env.step(text)
         result = _EnvResult(step=step)
-        if (step[2] or step[3]) and self._claim():  # ended: start the next episode right here
-            result.reset = slot.env.reset(options=self.reset_options)
+        if (step[2] or step[3]) and (ticket := self._claim()):  # ended: start the next one here
+            result.reset = slot.env.reset(options=ticket.options)
+            result.group = ticket.group
         result.env_s = time.perf_counter() - t
         return result
 
@@ -240,9 +284,10 @@ class EpisodeRunner:
             )
         slot.episode = None
         with self._lock:
-            self._todo += 1
-        if self._claim():
-            slot.future = self._pool.submit(self._reset, slot)
+            self._todo += 1  # a replacement from a fresh random start, outside any group
+            self._tickets.appendleft(_Ticket(self.reset_options))
+        if ticket := self._claim():
+            slot.future = self._pool.submit(self._reset, slot, ticket)
 
     def _finish(
         self, slot: _Slot, terminated: bool, truncated: bool, info: dict, **extra: Any
@@ -256,6 +301,7 @@ class EpisodeRunner:
             env_s=slot.env_s,
             wall_s=time.perf_counter() - slot.started,
             slot=slot.index,
+            **({"group": slot.group} if slot.group is not None else {}),
             **extra,
         )
         slot.episode = None

@@ -31,6 +31,9 @@ def test_overrides_apply_and_types_convert():
         ("rollout.num_actors=0", "rollout.num_actors must be >= 1"),
         ("stages=[collect,fly]", "unknown stage"),
         ("no_equals_sign", "must look like key.sub=value"),
+        ("train.advantage=vtrace", "train.advantage='vtrace' is not one of gae, group"),
+        ("train.group_size=5", "not a multiple of train.group_size=5"),
+        ("train.advantage=group", "needs train.group_size >= 2"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):

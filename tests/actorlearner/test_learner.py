@@ -89,20 +89,22 @@ def sample(model, n: int, new_tokens: int, gen: torch.Generator, version: int) -
     return out
 
 
-def test_ppo_raises_toy_reward(make_learner, tiny_model_dir):
+@pytest.mark.parametrize("advantage", ["gae", "group"])
+def test_ppo_raises_toy_reward(make_learner, tiny_model_dir, advantage):
     from transformers import AutoModelForCausalLM
 
-    learner = make_learner(
-        lr=1e-2,
-        micro_batch_size=16,
-        ppo=PPOConfig(kl_coef=0.01, gamma=1.0, lam=0.95, epochs=2, num_minibatches=2),
+    ppo_cfg = PPOConfig(
+        kl_coef=0.01, gamma=1.0, lam=0.95, epochs=2, num_minibatches=2, advantage=advantage
     )
+    learner = make_learner(lr=1e-2, micro_batch_size=16, ppo=ppo_cfg)
     actor = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     gen = torch.Generator().manual_seed(0)
     rewards = []
     for _ in range(8):
         actor.load_state_dict(learner.state_dict_for_actors())
         batch = sample(actor, 32, 3, gen, learner.version)
+        for i, traj in enumerate(batch):
+            traj.stats["group"] = f"g{i // 4}"  # the critic-free estimator's baseline groups
         metrics = learner.ppo_step(batch)
         rewards.append(metrics["reward/toy"])
         assert metrics["staleness/dropped"] == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from actorlearner.learner import ppo
-from actorlearner.learner.batch import collate, split_stale
+from actorlearner.learner.batch import collate, group_ids, split_stale
 from actorlearner.trajectory import Trajectory
 
 
@@ -119,6 +119,30 @@ def test_kl_controllers():
     assert adaptive.value == pytest.approx(0.099)
     with pytest.raises(ValueError, match="kl_target"):
         ppo.make_kl_controller(0.1, target=0.0, horizon=100)
+
+
+def test_group_advantages_use_the_other_samples_of_the_same_start():
+    mask = t([0, 1, 1], [0, 1, 1], [0, 1, 1], [1, 1, 0], [0, 1, 1])
+    rewards = t([0, 0, 3], [0, 0, 6], [0, 0, 9], [1, 2, 0], [0, 0, 5])
+    adv, ret = ppo.group_advantages(rewards, mask, [0, 0, 0, 1, 1], gamma=0.5)
+    # returns-to-go, discounted per action token: rows 0-2 -> [1.5, 3], [3, 6], [4.5, 9];
+    # row 3 -> [1 + 0.5 * 2, 2] = [2, 2]; row 4 -> [2.5, 5]
+    torch.testing.assert_close(ret, t([0, 1.5, 3], [0, 3, 6], [0, 4.5, 9], [2, 2, 0], [0, 2.5, 5]))
+    # baselines: leave-one-out means of the episode returns of the same group
+    # row 0: (3 + 4.5) / 2 = 3.75; row 1: 3; row 2: 2.25; row 3: 2.5; row 4: 2
+    expected = t([0, -2.25, -0.75], [0, 0, 3], [0, 2.25, 6.75], [-0.5, -0.5, 0], [0, 0.5, 3])
+    torch.testing.assert_close(adv, expected)
+    # a row alone in its group is compared with the rest of the batch: (1.5 + 3) / 2
+    adv, _ = ppo.group_advantages(rewards[:3], mask[:3], [0, 0, 1], gamma=0.5)
+    torch.testing.assert_close(adv[2], torch.tensor([0, 4.5 - 2.25, 9 - 2.25]).double())
+    with pytest.raises(ValueError, match="2 group ids for 3 rows"):
+        ppo.group_advantages(rewards[:3], mask[:3], [0, 1], gamma=0.5)
+
+
+def test_group_ids_keep_ungrouped_trajectories_apart():
+    trajs = [_traj(), _traj(), _traj(), _traj()]
+    trajs[0].stats["group"] = trajs[2].stats["group"] = "a"
+    assert group_ids(trajs) == [0, 1, 0, 2]
 
 
 def _traj(version=0, **kw):

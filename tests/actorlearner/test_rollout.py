@@ -293,6 +293,25 @@ class ReplyWithReference(gymnasium.Wrapper):
         return self.env.step(format_reply("Fix the operator.", p.reference))
 
 
+def test_grouped_sampling_replays_one_start_per_group(engine):
+    env_copies = [make_env() for _ in range(3)]
+    runner = EpisodeRunner(engine, engine.tokenizer, env_copies, seed=3, group_size=4)
+    sampling = SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
+    first = runner.run(8, sampling)
+    second = runner.run(4, sampling)
+    runner.close()
+    groups: dict[str, list] = {}
+    for traj in first:
+        groups.setdefault(traj.stats["group"], []).append(traj)
+    assert sorted(len(g) for g in groups.values()) == [4, 4]
+    for members in groups.values():  # same problem, same wrong code: identical first prompts
+        prompts = {tuple(t.token_ids[: t.action_mask.index(1)]) for t in members}
+        assert len(prompts) == 1 and len({t.task_id for t in members}) == 1
+    assert not {t.stats["group"] for t in second} & set(groups)  # fresh groups every run
+    with pytest.raises(ValueError, match="'start' must be an index"):
+        env_copies[0].reset(options={"start": 99})
+
+
 def test_sandbox_errors_are_flagged_and_left_out_of_the_update(engine):
     import sandbox
     from actorlearner.pipeline.train_loop import drop_sandbox_errors
