@@ -124,6 +124,9 @@ class TrainSettings:
     # each episode start (critic-free, no value loss)
     advantage: str = "gae"
     group_size: int = 1  # episodes per drawn start
+    # greedy episodes on fixed training starts per policy version (0 = off): a low-noise
+    # training curve, never trained on (see actorlearner.pipeline.train_loop)
+    probe_episodes: int = 0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 5
 
@@ -216,6 +219,10 @@ def _check_values(cfg: RunConfig) -> None:
 
 
 def _check_groups(t: TrainSettings) -> None:
+    if t.probe_episodes < 0:
+        raise ConfigError(
+            f"train.probe_episodes must be >= 0 (0 = no probe), got {t.probe_episodes}"
+        )
     if t.episodes_per_iteration % t.group_size:
         raise ConfigError(
             f"train.episodes_per_iteration={t.episodes_per_iteration} is not a multiple of "

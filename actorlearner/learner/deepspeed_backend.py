@@ -226,13 +226,19 @@ class DeepSpeedLearner:
         temperature = self.cfg.ppo.temperature
         rows = list(range(len(trajectories)))
         size = self.cfg.micro_batch_size
+        p = self.cfg.ppo
+        # the critic-free estimator with stored behaviour logprobs needs only the reference
+        policy_pass = p.advantage == "gae" or p.recompute_old_logprobs
         for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, size):
             batch = collate([trajectories[i] for i in micro], self.pad_id)
             ids = batch.input_ids.to(self.device)
             attn = batch.attention_mask.to(self.device)
-            logits, values = self.engine(ids, attn, True)
-            logp = target_logprobs(logits, ids, temperature)
             ref = target_logprobs(self._reference_logits(ids, attn), ids, temperature)
+            if policy_pass:
+                logits, values = self.engine(ids, attn, True)
+                logp = target_logprobs(logits, ids, temperature)
+            else:
+                logp, values = torch.zeros_like(ref), torch.zeros_like(ref)
             if weight == 0.0:
                 continue  # padding pass: kept the ZeRO-3 collectives in step
             for row, i in enumerate(micro):

@@ -151,6 +151,13 @@ def _training_lines(sft: dict[str, Any], train: dict[str, Any]) -> str:
             f"{train['reward_last_half']:.2f} (last half mean), "
             f"slope {train['reward_slope']:+.3f} per iteration"
         )
+    if "probe_solved_history" in train:
+        solved = " ".join(f"{100 * s:.0f}%" for s in train["probe_solved_history"])
+        reward = " ".join(f"{r:.2f}" for r in train["probe_reward_history"])
+        lines.append(
+            f"PPO probe (fixed training starts, greedy) per policy version: solved {solved}"
+        )
+        lines.append(f"  reward {reward}, slope {train['probe_reward_slope']:+.3f} per version")
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -247,6 +254,7 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
             ckpt,
             logger,
             t.checkpoint_every,
+            t.probe_episodes,
         )
         out = cfg.run_dir / "models" / "ppo"
         learner.export_hf(out, merge_lora=True)

@@ -4,10 +4,17 @@ Async mode overlaps the rollout of iteration i+1 (made by the weights of version
 with the learner's update on iteration i's batch, so a trajectory is at most one
 version stale (`train.max_staleness` decides what the learner still accepts).
 Weights reach the actors only between rollouts, so no batch mixes two versions.
+
+The batch reward is a noisy view of progress (new problems and new samples every
+batch). With `probe_episodes`, the actors also replay a fixed set of training starts
+greedily once per policy version (never trained on): the same problems and no
+sampling noise, so its curve moves only when the policy does. In async mode the probe
+runs beside the learner's update, in the actors' idle time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +37,7 @@ class LoopStats:
     iter_s: list[float] = field(default_factory=list)
     rollout_s: list[float] = field(default_factory=list)
     learn_s: list[float] = field(default_factory=list)
+    probe: dict[int, dict[str, float]] = field(default_factory=dict)  # version -> probe metrics
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"iterations": self.iterations, "reward_history": self.reward_history}
@@ -39,6 +47,13 @@ class LoopStats:
                 self.reward_history[-1],
             )
             out.update(reward_trend(self.reward_history))
+        if self.probe:
+            versions = sorted(self.probe)
+            out["probe_versions"] = versions
+            for key in ("reward", "solved"):
+                history = [self.probe[v][key] for v in versions]
+                out[f"probe_{key}_history"] = history
+                out.update(reward_trend(history, prefix=f"probe_{key}"))
         if self.iter_s:
             # overlap: iteration time against max(rollout, learn) (async ideal) and their sum (sync)
             out["iter_s_mean"] = mean(self.iter_s)
@@ -55,17 +70,25 @@ class LoopStats:
         return out
 
 
-def reward_trend(history: list[float]) -> dict[str, float]:
-    """A noise-aware view of the training reward: least-squares slope per iteration, and the
+def reward_trend(history: list[float], prefix: str = "reward") -> dict[str, float]:
+    """A noise-aware view of a per-iteration curve: least-squares slope per iteration, and the
     mean of the first and the last half of the iterations."""
     half = len(history) // 2
     if half == 0:
         return {}
     slope = linear_regression(range(len(history)), history).slope
     return {
-        "reward_slope": slope,
-        "reward_first_half": mean(history[:half]),
-        "reward_last_half": mean(history[-half:]),
+        f"{prefix}_slope": slope,
+        f"{prefix}_first_half": mean(history[:half]),
+        f"{prefix}_last_half": mean(history[-half:]),
+    }
+
+
+def probe_metrics(trajs: list[Trajectory]) -> dict[str, float]:
+    n = max(1, len(trajs))
+    return {
+        "reward": sum(t.total_reward for t in trajs) / n,
+        "solved": sum(bool(t.stats.get("solved")) for t in trajs) / n,
     }
 
 
@@ -112,6 +135,7 @@ def ppo_loop(
     checkpoint_dir: Path,
     logger: MetricsLogger,
     checkpoint_every: int = 5,
+    probe_episodes: int = 0,
 ) -> LoopStats:
     """Run PPO iterations until `iterations` are done (resuming from the last checkpoint)."""
     stats = LoopStats()
@@ -120,6 +144,7 @@ def ppo_loop(
         extra = learner.load_checkpoint(checkpoint_dir)
         start_it = int(extra.get("iteration", 0))
         stats.reward_history = list(extra.get("reward_history", []))
+        stats.probe = {int(v): m for v, m in extra.get("probe", {}).items()}
         log.info("resumed PPO at iteration %d (policy version %d)", start_it, learner.version)
     t = time.perf_counter()
     rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
@@ -128,9 +153,36 @@ def ppo_loop(
     stop = StopFlag()
     pending: Future | None = None
 
+    greedy = dataclasses.replace(rollouts.cfg.sampling, temperature=0.0)
+    probes: dict[int, float] = {}  # version -> seconds, measured but not yet logged
+
+    def run_probe() -> None:
+        """Greedy replies on the fixed starts, once per policy version the actors hold."""
+        version = rollouts.version
+        if probe_episodes and version not in stats.probe:
+            t0 = time.perf_counter()
+            trajs = rollouts.rollout(probe_episodes, greedy, fixed=True)
+            stats.probe[version] = probe_metrics(trajs)
+            probes[version] = time.perf_counter() - t0
+
+    def log_probes() -> None:
+        for version in sorted(probes):
+            m = stats.probe[version]
+            logger.log(
+                {
+                    "probe/reward_mean": m["reward"],
+                    "probe/solved": m["solved"],
+                    "time/probe_s": probes.pop(version),
+                },
+                version,
+            )
+
     def timed_rollout() -> tuple[list[Trajectory], float]:
         t0 = time.perf_counter()
-        return rollouts.rollout(episodes), time.perf_counter() - t0
+        batch = rollouts.rollout(episodes)
+        seconds = time.perf_counter() - t0
+        run_probe()  # after the batch: in async mode it runs while the learner updates
+        return batch, seconds
 
     try:
         batch, rollout_s = timed_rollout()
@@ -156,6 +208,8 @@ def ppo_loop(
             sync_s = time.perf_counter() - t0
             if mode == "sync" and not last:
                 next_batch, next_rollout_s = timed_rollout()
+            if last:
+                run_probe()  # the final policy
             iter_s = time.perf_counter() - t_iter
             if not last:
                 stats.iter_s.append(iter_s)
@@ -184,8 +238,13 @@ def ppo_loop(
                 100 * sum(bool(t.stats.get("solved")) for t in batch) / max(1, len(batch)),
                 rollout_s, learn_s,
             )  # fmt: skip
+            log_probes()
             if last or stop.requested or (checkpoint_every and (it + 1) % checkpoint_every == 0):
-                extra = {"iteration": it + 1, "reward_history": stats.reward_history}
+                extra = {
+                    "iteration": it + 1,
+                    "reward_history": stats.reward_history,
+                    "probe": {str(v): m for v, m in stats.probe.items()},
+                }
                 learner.save_checkpoint(checkpoint_dir, extra=extra)
             if stop.requested or last:
                 break

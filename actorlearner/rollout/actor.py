@@ -58,14 +58,16 @@ class RolloutWorker:
         num_episodes: int,
         sampling: SamplingParams | None = None,
         policy_version: int | None = None,
+        fixed_offset: int | None = None,
     ) -> list[Trajectory]:
-        """Play `num_episodes` episodes; with `policy_version`, refuse to run on other weights."""
+        """Play `num_episodes` episodes; with `policy_version`, refuse to run on other weights.
+        With `fixed_offset`, replay the fixed starts from that offset (see EpisodeRunner)."""
         if policy_version is not None and policy_version != self.engine.version:
             raise StaleWeightsError(
                 f"actor {self.index} holds policy version {self.engine.version}, asked for "
                 f"{policy_version}; send the weights with update_weights first"
             )
-        trajs = self.runner.run(num_episodes, sampling or self.cfg.sampling)
+        trajs = self.runner.run(num_episodes, sampling or self.cfg.sampling, fixed_offset)
         for t in trajs:
             t.stats["actor"] = self.index
         return trajs

@@ -40,6 +40,7 @@ class _Call:
     episodes: int
     attempts: int
     deadline: float
+    offset: int | None = None
 
 
 class RolloutGroup:
@@ -112,11 +113,14 @@ class RolloutGroup:
 
     # ------------------------------------------------------------------ rollouts
     def rollout(
-        self, num_episodes: int, sampling: SamplingParams | None = None
+        self, num_episodes: int, sampling: SamplingParams | None = None, fixed: bool = False
     ) -> list[Trajectory]:
-        """Play `num_episodes` episodes across the actors; always returns all of them."""
+        """Play `num_episodes` episodes across the actors; always returns all of them.
+        `fixed`: replay the first `num_episodes` fixed starts (the same ones every call)."""
         sampling = sampling or self.cfg.sampling
-        queue = deque((n, 0) for n in self._chunks(num_episodes))
+        sizes = self._chunks(num_episodes)
+        offsets = [sum(sizes[:i]) if fixed else None for i in range(len(sizes))]
+        queue = deque((n, 0, off) for n, off in zip(sizes, offsets, strict=True))
         busy = self.recovering
         idle = deque(i for i in range(len(self.actors)) if i not in busy)
         pending: dict[ray.ObjectRef, _Call] = {}
@@ -124,9 +128,10 @@ class RolloutGroup:
         while queue or pending:
             while queue and idle:
                 i = idle.popleft()
-                n, attempts = queue.popleft()
-                ref = self.actors[i].rollout.remote(n, sampling, self.version)
-                pending[ref] = _Call(i, n, attempts, time.monotonic() + self.cfg.call_timeout_s)
+                n, attempts, offset = queue.popleft()
+                ref = self.actors[i].rollout.remote(n, sampling, self.version, offset)
+                deadline = time.monotonic() + self.cfg.call_timeout_s
+                pending[ref] = _Call(i, n, attempts, deadline, offset)
             if not pending and not self._probes:
                 raise RuntimeError("no rollout actor is left to run the remaining episodes")
             done, _ = ray.wait([*pending, *self._probes], num_returns=1, timeout=self.cfg.poll_s)
@@ -160,7 +165,7 @@ class RolloutGroup:
             ) from exc
         log.warning("actor %d died (%s); retrying its %d episodes", call.actor, exc, call.episodes)
         self.stats["chunk_retries"] += 1
-        queue.appendleft((call.episodes, call.attempts + 1))
+        queue.appendleft((call.episodes, call.attempts + 1, call.offset))
 
     # ------------------------------------------------------------------ recovery
     def _start_probe(self, i: int, deadline: float | None = None) -> None:

@@ -12,6 +12,8 @@ test rewards one batch is faster; with the ledex rewards' embedding model, halve
 With `group_size` k > 1, episodes come in groups of k that replay one episode start
 (same problem, same wrong code); each trajectory carries its group in
 `stats["group"]`, so the learner can use the group as a per-problem baseline.
+With `fixed_offset`, a run replays fixed starts instead (a seed-independent order of
+all starts, from that offset): the same problems every call, for a low-noise probe.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class _EnvResult:
     reset: tuple | None = None  # (obs, info) of a new episode started in this slot
     group: str | None = None  # the new episode's group (grouped sampling)
     env_s: float = 0.0
+
+
+FIXED_ORDER_SEED = 20_240_601  # the order of fixed starts is the same for every runner
 
 
 @dataclass
@@ -111,12 +116,17 @@ class EpisodeRunner:
             slot.env.close()
 
     # ------------------------------------------------------------------ main loop
-    def run(self, num_episodes: int, sampling: SamplingParams) -> list[Trajectory]:
+    def run(
+        self, num_episodes: int, sampling: SamplingParams, fixed_offset: int | None = None
+    ) -> list[Trajectory]:
         """Play `num_episodes` complete episodes; trajectories come back in finishing order."""
         if not sampling.stop_token_ids:
             sampling = dataclasses.replace(sampling, stop_token_ids=self.stop_ids)
         self._todo = num_episodes
-        self._tickets = self._group_tickets(num_episodes)
+        if fixed_offset is None:
+            self._tickets = self._group_tickets(num_episodes)
+        else:
+            self._tickets = self._fixed_tickets(num_episodes, fixed_offset)
         self._runs += 1
         self._limit = self._context_limit(sampling.max_new_tokens)
         self._skips_left = num_episodes  # first prompts too long for the model (bounded)
@@ -162,13 +172,22 @@ class EpisodeRunner:
             self._todo -= 1
             return self._tickets.popleft() if self._tickets else _Ticket(self.reset_options)
 
+    def _num_starts(self, why: str) -> int:
+        starts = len(getattr(self.slots[0].env.unwrapped, "starts", ()))
+        if not starts:
+            raise ValueError(f"{why} needs an env with a list of episode starts (env.starts)")
+        return starts
+
+    def _fixed_tickets(self, num_episodes: int, offset: int) -> deque[_Ticket]:
+        order = np.random.default_rng(FIXED_ORDER_SEED).permutation(self._num_starts("a probe"))
+        picks = (int(order[(offset + i) % len(order)]) for i in range(num_episodes))
+        return deque(_Ticket({**(self.reset_options or {}), "start": s}) for s in picks)
+
     def _group_tickets(self, num_episodes: int) -> deque[_Ticket]:
         """Under grouped sampling, k tickets per drawn episode start, members back to back."""
         if self.group_size == 1:
             return deque()
-        starts = len(getattr(self.slots[0].env.unwrapped, "starts", ()))
-        if not starts:
-            raise ValueError("group_size > 1 needs an env with a list of episode starts")
+        starts = self._num_starts("group_size > 1")
         tickets: deque[_Ticket] = deque()
         for g in range(-(-num_episodes // self.group_size)):
             options = {**(self.reset_options or {}), "start": int(self._rng.integers(starts))}

@@ -37,6 +37,7 @@ def short_overrides(model_dir: Path, out_dir: Path) -> list[str]:
         "train.iterations=2",
         "train.episodes_per_iteration=4",
         "train.checkpoint_every=1",
+        "train.probe_episodes=4",
         "rollout.envs_per_actor=4",
         "rollout.max_new_tokens=24",
         "evaluate.rounds=2",
@@ -96,8 +97,12 @@ def test_job_submit_runs_every_stage(submitted_run):
     assert summary["train"]["iterations"] == 2 and len(summary["train"]["reward_history"]) == 2
     history = summary["train"]["reward_history"]
     assert summary["train"]["reward_slope"] == pytest.approx(history[1] - history[0])
+    # the greedy probe measured the SFT policy and each of the two updates, once each
+    assert summary["train"]["probe_versions"] == [0, 1, 2]
+    assert all(0 <= s <= 1 for s in summary["train"]["probe_solved_history"])
     text = (run_dir / "summary.txt").read_text()
     assert "PPO training reward over 2 iterations" in text
+    assert "PPO probe (fixed training starts, greedy)" in text
     assert (run_dir / "depth.png").stat().st_size > 0
     for model in ("sft", "ppo"):
         assert (run_dir / "models" / model / "config.json").exists()
@@ -111,6 +116,7 @@ def test_run_writes_tensorboard_series(submitted_run):
                 "throughput/rollout_tokens_per_s", "sft/loss/sft"):  # fmt: skip
         assert tag in scalars, sorted(scalars)
     assert len(scalars["rollout/reward_mean"]) == 2
+    assert [step for step, _ in scalars["probe/solved"]] == [0, 1, 2]
     assert any(t.startswith("reward_terms/") for t in scalars)
 
 

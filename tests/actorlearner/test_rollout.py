@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import gymnasium
 import pytest
@@ -310,6 +310,27 @@ def test_grouped_sampling_replays_one_start_per_group(engine):
     assert not {t.stats["group"] for t in second} & set(groups)  # fresh groups every run
     with pytest.raises(ValueError, match="'start' must be an index"):
         env_copies[0].reset(options={"start": 99})
+
+
+def test_fixed_starts_replay_the_same_problems_in_every_run(engine):
+    runner = EpisodeRunner(engine, engine.tokenizer, [make_env(), make_env()], seed=5)
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
+
+    def prompts(trajs):
+        return sorted(tuple(t.token_ids[: t.action_mask.index(1)]) for t in trajs)
+
+    first = runner.run(4, greedy, fixed_offset=0)
+    again = runner.run(4, greedy, fixed_offset=0)
+    three = [Counter(prompts(runner.run(3, greedy, fixed_offset=k))) for k in (0, 1)]
+    runner.close()
+    assert prompts(first) == prompts(again)
+    assert [t.total_reward for t in sorted(first, key=lambda t: t.token_ids)] == [
+        t.total_reward for t in sorted(again, key=lambda t: t.token_ids)
+    ]  # greedy on the same starts: the same episodes
+    # two starts in this env: 3 episodes from offset 0 play A B A, from offset 1 B A B
+    assert len(set(prompts(first))) == 2
+    assert [sorted(c.values()) for c in three] == [[1, 2], [1, 2]]
+    assert three[0].most_common(1)[0][0] != three[1].most_common(1)[0][0]
 
 
 def test_sandbox_errors_are_flagged_and_left_out_of_the_update(engine):
