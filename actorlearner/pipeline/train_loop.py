@@ -85,11 +85,16 @@ def reward_trend(history: list[float], prefix: str = "reward") -> dict[str, floa
 
 
 def probe_metrics(trajs: list[Trajectory]) -> dict[str, float]:
+    """Mean reward, solved share and mean reward terms of the probe episodes."""
     n = max(1, len(trajs))
-    return {
+    out = {
         "reward": sum(t.total_reward for t in trajs) / n,
         "solved": sum(bool(t.stats.get("solved")) for t in trajs) / n,
     }
+    for t in trajs:
+        for k, v in t.reward_terms.items():
+            out[f"reward_terms/{k}"] = out.get(f"reward_terms/{k}", 0.0) + v / n
+    return out
 
 
 def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]:
@@ -168,14 +173,20 @@ def ppo_loop(
     def log_probes() -> None:
         for version in sorted(probes):
             m = stats.probe[version]
+            terms = {f"probe/{k}": v for k, v in m.items() if k.startswith("reward_terms/")}
             logger.log(
                 {
                     "probe/reward_mean": m["reward"],
                     "probe/solved": m["solved"],
                     "time/probe_s": probes.pop(version),
+                    **terms,
                 },
                 version,
             )
+
+    def probe_only() -> tuple[list[Trajectory], float]:
+        run_probe()
+        return [], 0.0
 
     def timed_rollout() -> tuple[list[Trajectory], float]:
         t0 = time.perf_counter()
@@ -192,6 +203,8 @@ def ppo_loop(
             t_iter = time.perf_counter()
             if mode == "async" and not last:
                 pending = pool.submit(timed_rollout)  # made by the current weights, version v
+            elif mode == "async" and probe_episodes:  # no next batch: probe version v meanwhile
+                pending = pool.submit(probe_only)
             t0 = time.perf_counter()
             dropped = len(batch)
             batch = drop_sandbox_errors(batch, it + 1)
