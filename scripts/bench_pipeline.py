@@ -91,7 +91,8 @@ def main() -> None:
         mcfg = load_config(
             args.config,
             [*args.overrides, f"name=bench_pipeline_{mode}", f"train.mode={mode}",
-             f"train.iterations={args.mode_iterations}"],
+             f"train.iterations={args.mode_iterations}",
+             "train.probe_episodes=0"],  # the probe would sit on the sync critical path
         )  # fmt: skip
         mstate = RunState(mcfg.run_dir)
         mstate.data["done"] = {
