@@ -23,12 +23,12 @@ from actorlearner.base_model.train import TrainConfig, lr_at, train
 from actorlearner.chat import CHAT_TEMPLATE, IM_END, IM_START, render
 
 # Measured on the shipped model with these seeds (greedy, so deterministic up to float
-# rounding across CPUs): exact copies 60% of 20 (66% of 50 in MODEL_CARD.md), copied lines
-# 89%, parse rate 25% vs 0% for a random twin (43% on the card's 30 prompts; the copy-heavy
-# second stage traded some free completion for copying). Thresholds leave room for drift.
-COPY_THRESHOLD = 0.4
-COPY_LINE_THRESHOLD = 0.7
-PARSE_MARGIN = 0.15
+# rounding across CPUs): exact copies 85% of 20 (72% of 50 in MODEL_CARD.md), copied lines
+# 92%, parse rate 65% vs 0% for a random twin (80% on the card's 30 prompts). Thresholds
+# leave room for drift.
+COPY_THRESHOLD = 0.6
+COPY_LINE_THRESHOLD = 0.8
+PARSE_MARGIN = 0.4
 
 
 @pytest.fixture(scope="module")
