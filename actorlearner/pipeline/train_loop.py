@@ -50,10 +50,10 @@ class LoopStats:
         if self.probe:
             versions = sorted(self.probe)
             out["probe_versions"] = versions
-            for key in ("reward", "solved"):
+            for key, name in (("reward_mean", "reward"), ("solved", "solved")):
                 history = [self.probe[v][key] for v in versions]
-                out[f"probe_{key}_history"] = history
-                out.update(reward_trend(history, prefix=f"probe_{key}"))
+                out[f"probe_{name}_history"] = history
+                out.update(reward_trend(history, prefix=f"probe_{name}"))
         if self.iter_s:
             # overlap: iteration time against max(rollout, learn) (async ideal) and their sum (sync)
             out["iter_s_mean"] = mean(self.iter_s)
@@ -84,11 +84,11 @@ def reward_trend(history: list[float], prefix: str = "reward") -> dict[str, floa
     }
 
 
-def probe_metrics(trajs: list[Trajectory]) -> dict[str, float]:
-    """Mean reward, solved share and mean reward terms of the probe episodes."""
+def episode_means(trajs: list[Trajectory]) -> dict[str, float]:
+    """Mean reward, solved share and mean of every reward term over some episodes."""
     n = max(1, len(trajs))
     out = {
-        "reward": sum(t.total_reward for t in trajs) / n,
+        "reward_mean": sum(t.total_reward for t in trajs) / n,
         "solved": sum(bool(t.stats.get("solved")) for t in trajs) / n,
     }
     for t in trajs:
@@ -100,13 +100,10 @@ def probe_metrics(trajs: list[Trajectory]) -> dict[str, float]:
 def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]:
     n = max(1, len(trajs))
     generated = sum(sum(t.action_mask) for t in trajs)
-    terms: dict[str, float] = {}
-    for t in trajs:
-        for k, v in t.reward_terms.items():
-            terms[f"reward_terms/{k}"] = terms.get(f"reward_terms/{k}", 0.0) + v / n
+    terms = episode_means(trajs)
     return {
-        "rollout/reward_mean": sum(t.total_reward for t in trajs) / n,
-        "rollout/solved": sum(bool(t.stats.get("solved")) for t in trajs) / n,
+        "rollout/reward_mean": terms.pop("reward_mean"),
+        "rollout/solved": terms.pop("solved"),
         "rollout/turns": sum(len(t.turn_ends) for t in trajs) / n,
         "rollout/episodes": float(len(trajs)),
         "throughput/rollout_tokens_per_s": generated / max(seconds, 1e-9),
@@ -167,22 +164,13 @@ def ppo_loop(
         if probe_episodes and version not in stats.probe:
             t0 = time.perf_counter()
             trajs = rollouts.rollout(probe_episodes, greedy, fixed=True)
-            stats.probe[version] = probe_metrics(trajs)
+            stats.probe[version] = episode_means(trajs)
             probes[version] = time.perf_counter() - t0
 
     def log_probes() -> None:
         for version in sorted(probes):
-            m = stats.probe[version]
-            terms = {f"probe/{k}": v for k, v in m.items() if k.startswith("reward_terms/")}
-            logger.log(
-                {
-                    "probe/reward_mean": m["reward"],
-                    "probe/solved": m["solved"],
-                    "time/probe_s": probes.pop(version),
-                    **terms,
-                },
-                version,
-            )
+            means = {f"probe/{k}": v for k, v in stats.probe[version].items()}
+            logger.log({**means, "time/probe_s": probes.pop(version)}, version)
 
     def probe_only() -> tuple[list[Trajectory], float]:
         run_probe()

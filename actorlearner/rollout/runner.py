@@ -220,8 +220,7 @@ class EpisodeRunner:
                         slot.future = self._pool.submit(self._reset, slot, ticket)
                     return False
         if result.reset is not None:
-            if result.step is not None:  # started in _step: the slot still names the old group
-                slot.group = result.group
+            slot.group = result.group
             self._start(slot, *result.reset)
             if self._over_context(slot):  # the first prompt alone leaves no room to reply
                 self._skip_long_prompt(slot)
@@ -250,9 +249,8 @@ class EpisodeRunner:
         if not slot.seeded and self.seed is not None:
             seed = self.seed + slot.index
         slot.seeded = True
-        slot.group = ticket.group
         obs, info = slot.env.reset(seed=seed, options=ticket.options)
-        return _EnvResult(reset=(obs, info), env_s=time.perf_counter() - t)
+        return _EnvResult(reset=(obs, info), group=ticket.group, env_s=time.perf_counter() - t)
 
     def _step(self, slot: _Slot, text: str) -> _EnvResult:
         t = time.perf_counter()
