@@ -105,10 +105,21 @@ def _copy_text(cfg: dict) -> str:
     return text
 
 
-def _stage_text(index: int, cfg: dict, totals: dict) -> str:
+def _overrides(cfg: dict, first: dict) -> str:
+    """Batch size and seed where a later stage departs from the recipe line above."""
+    parts = [
+        f"{label} {cfg[key]}"
+        for key, label in (("batch_size", "batch"), ("seed", "seed"))
+        if cfg.get(key, first.get(key)) != first.get(key)
+    ]
+    return "".join(f", {p}" for p in parts)
+
+
+def _stage_text(index: int, cfg: dict, totals: dict, first: dict) -> str:
     kind = "from scratch" if index == 0 else "continued from the previous stage's weights"
     return (
-        f"- Stage {index + 1} ({kind}): {_copy_text(cfg)}; peak learning rate {cfg['lr']}, "
+        f"- Stage {index + 1} ({kind}): {_copy_text(cfg)}{_overrides(cfg, first)}; "
+        f"peak learning rate {cfg['lr']}, "
         f"{cfg['warmup_steps']} warmup steps, decay over the last "
         f"{100 * cfg['decay_fraction']:.0f}% of {cfg['max_minutes']:.0f} minutes; "
         f"{totals['step']:,} steps, {totals['tokens']:,} tokens, "
@@ -129,6 +140,8 @@ def _rebuild_command(index: int, cfg: dict) -> str:
         flags.append(f"--natural-name-share {cfg['natural_name_share']}")
     if cfg.get("reply_loss_only"):
         flags.append("--reply-loss-only")
+    flags += [f"--batch-size {cfg['batch_size']}"] if cfg.get("batch_size", 4) != 4 else []
+    flags += [f"--seed {cfg['seed']}"] if cfg.get("seed", 0) else []
     return "python scripts/train_base_model.py " + " ".join(flags)
 
 
@@ -139,6 +152,7 @@ def write_model_card(
     data = {k: v for k, v in data.items() if k != "roots"}  # machine paths stay out of the card
     m = run_cfg["model"]
     chain = _chain(run_cfg, state)
+    first = chain[0][0]
     steps = sum(t["step"] for _, t in chain)
     tokens = sum(t["tokens"] for _, t in chain)
     seconds = sum(t["train_seconds"] for _, t in chain)
@@ -155,13 +169,13 @@ def write_model_card(
         corpus_mb=data["corpus_bytes"] / 1e6,
         corpus_tokens=data["corpus_tokens"],
         functions=data["functions"],
-        seq_len=run_cfg["seq_len"],
-        batch=run_cfg["batch_size"],
-        tokens_per_step=run_cfg["seq_len"] * run_cfg["batch_size"],
+        seq_len=first["seq_len"],
+        batch=first["batch_size"],
+        tokens_per_step=first["seq_len"] * first["batch_size"],
         wd=run_cfg["weight_decay"],
         clip=run_cfg["grad_clip"],
-        seed=run_cfg["seed"],
-        stages="\n".join(_stage_text(i, c, t) for i, (c, t) in enumerate(chain)),
+        seed=first["seed"],
+        stages="\n".join(_stage_text(i, c, t, first) for i, (c, t) in enumerate(chain)),
         steps=steps,
         tokens=tokens,
         minutes=seconds / 60,

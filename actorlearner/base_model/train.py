@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,6 +117,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     data_dir = out / "data"
+    if cfg.init_from and not data_dir.exists():
+        # The weights only fit the tokenizer they were trained with: reuse the source's data.
+        src_data = Path(cfg.init_from) / "data"
+        if src_data.exists():
+            shutil.copytree(src_data, data_dir)
     stats = prepare(data_dir, cfg.data)
     tokenizer = AutoTokenizer.from_pretrained(data_dir / TOKENIZER_DIR)
     torch.manual_seed(cfg.seed)
