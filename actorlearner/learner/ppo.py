@@ -57,34 +57,56 @@ def gae(
     return advantages, returns
 
 
+def turn_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the action run (the turn's reply) each column belongs to; -1 off the mask."""
+    m = mask.bool()
+    starts = m & ~torch.nn.functional.pad(m[:, :-1], (1, 0))
+    return torch.where(m, starts.long().cumsum(1) - 1, torch.full_like(m, -1, dtype=torch.long))
+
+
+def _leave_one_out(values: torch.Tensor, valid: torch.Tensor, peers: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the valid other rows marked in `peers` [B, B]; NaN where none."""
+    weights = peers * valid[None, :]
+    count = weights.sum(1)
+    return torch.where(count > 0, weights @ values / count.clamp(min=1), torch.nan)
+
+
 @torch.no_grad()
 def group_advantages(
     rewards: torch.Tensor, mask: torch.Tensor, groups: list[int], gamma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Critic-free advantages with a per-problem baseline (RLOO-style).
+    """Critic-free advantages with a per-problem, per-turn baseline (RLOO-style).
 
-    The return-to-go of every action token (discounted once per action token, as in `gae`)
-    minus the mean episode return of the *other* episodes of the same group, i.e. the
-    other samples from the same start. The baseline never depends on the episode's own
-    actions, so the estimate stays unbiased. A row alone in its group falls back to the
-    mean return of the other rows. Returns (advantages, returns-to-go), zero outside `mask`.
+    Every action token gets its return-to-go (discounted once per action token, as in
+    `gae`) minus the mean return, from the start of the same turn, of the *other*
+    episodes of its group (the other samples from the same start) that reached that turn.
+    Aligning by turn matters: a second-turn token's return leaves out the first turn's
+    rewards, so comparing it with whole-episode returns would add an offset that says
+    nothing about its own actions. The baseline never depends on the row's own actions,
+    so the estimate stays unbiased. Where no group mate reached the turn (or the row is
+    alone), the other rows of the batch that did stand in; failing those, the baseline
+    is 0. Returns (advantages, returns-to-go), zero outside `mask`.
     """
     if len(groups) != rewards.shape[0]:
         raise ValueError(f"{len(groups)} group ids for {rewards.shape[0]} rows")
     returns, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma, 1.0)
-    first = mask.float().argmax(dim=1)  # first action column of each row
-    episode = returns.gather(1, first[:, None]).squeeze(1)
+    turn = turn_index(mask)
+    turns = int(turn.max().item()) + 1 if mask.any() else 0
     ids = torch.as_tensor(groups, device=rewards.device)
-    same = (ids[:, None] == ids[None, :]).to(episode.dtype)
-    if len(groups) > 1:
-        alone = same.sum(1) == 1
-        same = torch.where(alone[:, None], torch.ones_like(same), same)  # singleton: the batch
-    same.fill_diagonal_(0.0)
-    count = same.sum(1)
-    baseline = torch.where(
-        count > 0, same @ episode / count.clamp(min=1), torch.zeros_like(episode)
-    )
-    return (returns - baseline[:, None]) * mask, returns
+    others = 1.0 - torch.eye(len(groups), dtype=returns.dtype, device=returns.device)
+    mates = (ids[:, None] == ids[None, :]).to(returns.dtype) * others
+    baseline = torch.zeros_like(returns)
+    for k in range(turns):
+        in_turn = turn == k
+        reached = in_turn.any(1)
+        first = in_turn.float().argmax(1)  # first column of turn k (0 where not reached)
+        start_return = returns.gather(1, first[:, None]).squeeze(1)
+        valid = reached.to(returns.dtype)
+        b = _leave_one_out(start_return, valid, mates)
+        b = torch.where(b.isnan(), _leave_one_out(start_return, valid, others), b)
+        b = torch.nan_to_num(b, nan=0.0)
+        baseline = torch.where(in_turn, b[:, None], baseline)
+    return (returns - baseline) * mask, returns
 
 
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

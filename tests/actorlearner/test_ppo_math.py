@@ -139,6 +139,24 @@ def test_group_advantages_use_the_other_samples_of_the_same_start():
         ppo.group_advantages(rewards[:3], mask[:3], [0, 1], gamma=0.5)
 
 
+def test_group_baselines_are_aligned_by_turn():
+    # two-turn rows: reply (cols 0-1), feedback (col 2, not an action), second reply (3-4)
+    mask = t([1, 1, 0, 1, 1], [1, 1, 0, 0, 0], [1, 1, 0, 1, 1])
+    rewards = t([0, -1, 0, 0, 4], [0, 5, 0, 0, 0], [0, -1, 0, 0, -2])
+    torch.testing.assert_close(ppo.turn_index(mask)[0], torch.tensor([0, 0, -1, 1, 1]))
+    adv, ret = ppo.group_advantages(rewards, mask, [0, 0, 0], gamma=1.0)
+    torch.testing.assert_close(ret, t([3, 3, 0, 4, 4], [5, 5, 0, 0, 0], [-3, -3, 0, -2, -2]))
+    # turn 1: the others' episode returns, row 0: (5 - 3) / 2 = 1; row 1: 0; row 2: 4.
+    # turn 2: only rows 0 and 2 reached it, each the other's baseline (from its turn start):
+    # row 0: 4 - (-2) = 6; row 2: -2 - 4 = -6. The first turn's -1 does not leak into it.
+    torch.testing.assert_close(adv, t([2, 2, 0, 6, 6], [5, 5, 0, 0, 0], [-7, -7, 0, -6, -6]))
+    # no group mate reached turn 2: the batch's rows that did stand in; none at all: 0
+    adv, _ = ppo.group_advantages(rewards, mask, [0, 1, 1], gamma=1.0)
+    torch.testing.assert_close(adv, t([2, 2, 0, 6, 6], [8, 8, 0, 0, 0], [-8, -8, 0, -6, -6]))
+    adv, _ = ppo.group_advantages(rewards[:2], mask[:2], [0, 0], gamma=1.0)
+    torch.testing.assert_close(adv[0], t([3 - 5, 3 - 5, 0, 4, 4])[0])
+
+
 def test_group_ids_keep_ungrouped_trajectories_apart():
     trajs = [_traj(), _traj(), _traj(), _traj()]
     trajs[0].stats["group"] = trajs[2].stats["group"] = "a"
