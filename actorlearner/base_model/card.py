@@ -140,8 +140,7 @@ def _rebuild_command(index: int, cfg: dict) -> str:
         flags.append(f"--natural-name-share {cfg['natural_name_share']}")
     if cfg.get("reply_loss_only"):
         flags.append("--reply-loss-only")
-    flags += [f"--batch-size {cfg['batch_size']}"] if cfg.get("batch_size", 4) != 4 else []
-    flags += [f"--seed {cfg['seed']}"] if cfg.get("seed", 0) else []
+    flags += [f"--batch-size {cfg['batch_size']}", f"--seed {cfg['seed']}"]
     return "python scripts/train_base_model.py " + " ".join(flags)
 
 
