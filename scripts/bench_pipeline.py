@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -56,7 +57,10 @@ def main() -> None:
     )
     ap.add_argument("--config", default="configs/tiny_cpu.yaml")
     ap.add_argument(
-        "--mode-iterations", type=int, default=4, help="PPO iterations per mode in part 2"
+        "--mode-iterations",
+        type=int,
+        default=4,
+        help="PPO iterations per mode in part 2 (0 skips part 2)",
     )
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -64,8 +68,6 @@ def main() -> None:
     from actorlearner.config import load_config
     from actorlearner.metrics import read_scalars
     from actorlearner.pipeline.run import init_ray, run_pipeline
-    from actorlearner.pipeline.stages import run_train
-    from actorlearner.pipeline.state import RunState
 
     cfg = load_config(args.config, [*args.overrides, "name=bench_pipeline"])
     init_ray(cfg)  # a local cluster: its processes are descendants of this one
@@ -84,6 +86,18 @@ def main() -> None:
     print(f"sandbox s per episode: {mean_scalar(scalars, 'throughput/sandbox_s_per_episode'):.3f}")
     print(f"learner tokens/s (PPO): {mean_scalar(scalars, 'tokens_per_s'):.0f}")
     print(f"weight sync s: {mean_scalar(scalars, 'time/weight_sync_s'):.2f}")
+
+    bench: dict[str, Any] = {"peak_pss_bytes": peak, "wall_s": wall}
+    if args.mode_iterations > 0:
+        bench["modes"] = compare_modes(args, run_dir)
+    Path(run_dir / "bench.json").write_text(json.dumps(bench, indent=2))
+
+
+def compare_modes(args: argparse.Namespace, run_dir: Path) -> dict:
+    """Part 2: the PPO stage again from the same SFT model, once per scheduling mode."""
+    from actorlearner.config import load_config
+    from actorlearner.pipeline.stages import run_train
+    from actorlearner.pipeline.state import RunState
 
     state = RunState(run_dir)
     rows = {}
@@ -108,9 +122,7 @@ def main() -> None:
     print(
         f"async iteration / sync iteration: {rows['async']['iter_s_mean'] / rows['sync']['iter_s_mean']:.2f}"
     )
-    Path(run_dir / "bench.json").write_text(
-        json.dumps({"peak_pss_bytes": peak, "wall_s": wall, "modes": rows}, indent=2)
-    )
+    return rows
 
 
 if __name__ == "__main__":

@@ -151,6 +151,12 @@ def _training_lines(sft: dict[str, Any], train: dict[str, Any]) -> str:
             f"{train['reward_last_half']:.2f} (last half mean), "
             f"slope {train['reward_slope']:+.3f} per iteration"
         )
+    if "solved_slope" in train:
+        lines.append(
+            f"  solved {100 * train['solved_first_half']:.0f}% -> "
+            f"{100 * train['solved_last_half']:.0f}% (half means), "
+            f"slope {100 * train['solved_slope']:+.1f} points per iteration"
+        )
     if "probe_solved_history" in train:
         solved = " ".join(f"{100 * s:.0f}%" for s in train["probe_solved_history"])
         reward = " ".join(f"{r:.2f}" for r in train["probe_reward_history"])

@@ -34,6 +34,7 @@ log = logging.getLogger("actorlearner")
 class LoopStats:
     iterations: int = 0
     reward_history: list[float] = field(default_factory=list)
+    solved_history: list[float] = field(default_factory=list)  # share of batch episodes solved
     iter_s: list[float] = field(default_factory=list)
     rollout_s: list[float] = field(default_factory=list)
     learn_s: list[float] = field(default_factory=list)
@@ -47,6 +48,9 @@ class LoopStats:
                 self.reward_history[-1],
             )
             out.update(reward_trend(self.reward_history))
+        if self.solved_history:
+            out["solved_history"] = self.solved_history
+            out.update(reward_trend(self.solved_history, prefix="solved"))
         if self.probe:
             versions = sorted(self.probe)
             out["probe_versions"] = versions
@@ -146,6 +150,7 @@ def ppo_loop(
         extra = learner.load_checkpoint(checkpoint_dir)
         start_it = int(extra.get("iteration", 0))
         stats.reward_history = list(extra.get("reward_history", []))
+        stats.solved_history = list(extra.get("solved_history", []))
         stats.probe = {int(v): m for v, m in extra.get("probe", {}).items()}
         log.info("resumed PPO at iteration %d (policy version %d)", start_it, learner.version)
     t = time.perf_counter()
@@ -217,7 +222,9 @@ def ppo_loop(
                 stats.rollout_s.append(next_rollout_s)
                 stats.learn_s.append(learn_s)
             stats.iterations = it + 1
-            stats.reward_history.append(sum(t.total_reward for t in batch) / max(1, len(batch)))
+            means = episode_means(batch)
+            stats.reward_history.append(means["reward_mean"])
+            stats.solved_history.append(means["solved"])
             stale = [learner.version - 1 - t.policy_version for t in batch]
             logger.log(
                 {
@@ -235,8 +242,7 @@ def ppo_loop(
             )
             log.info(
                 "iter %d/%d reward %.3f solved %.0f%% (rollout %.1fs, learn %.1fs)",
-                it + 1, iterations, stats.reward_history[-1],
-                100 * sum(bool(t.stats.get("solved")) for t in batch) / max(1, len(batch)),
+                it + 1, iterations, stats.reward_history[-1], 100 * stats.solved_history[-1],
                 rollout_s, learn_s,
             )  # fmt: skip
             log_probes()
@@ -244,6 +250,7 @@ def ppo_loop(
                 extra = {
                     "iteration": it + 1,
                     "reward_history": stats.reward_history,
+                    "solved_history": stats.solved_history,
                     "probe": {str(v): m for v, m in stats.probe.items()},
                 }
                 learner.save_checkpoint(checkpoint_dir, extra=extra)

@@ -97,12 +97,16 @@ def test_job_submit_runs_every_stage(submitted_run):
     assert summary["train"]["iterations"] == 2 and len(summary["train"]["reward_history"]) == 2
     history = summary["train"]["reward_history"]
     assert summary["train"]["reward_slope"] == pytest.approx(history[1] - history[0])
+    solved = summary["train"]["solved_history"]
+    assert len(solved) == 2 and all(0 <= s <= 1 for s in solved)
+    assert summary["train"]["solved_first_half"] == solved[0]
     # the greedy probe measured the SFT policy and each of the two updates, once each
     assert summary["train"]["probe_versions"] == [0, 1, 2]
     assert all(0 <= s <= 1 for s in summary["train"]["probe_solved_history"])
     text = (run_dir / "summary.txt").read_text()
     assert "PPO training reward over 2 iterations" in text
     assert "PPO probe (fixed training starts, greedy)" in text
+    assert "points per iteration" in text  # the batch's solved share, beside its reward
     assert (run_dir / "depth.png").stat().st_size > 0
     for model in ("sft", "ppo"):
         assert (run_dir / "models" / model / "config.json").exists()
@@ -117,6 +121,9 @@ def test_run_writes_tensorboard_series(submitted_run):
         assert tag in scalars, sorted(scalars)
     assert len(scalars["rollout/reward_mean"]) == 2
     assert [step for step, _ in scalars["probe/solved"]] == [0, 1, 2]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    logged = [v for _, v in scalars["rollout/solved"]]
+    assert logged == pytest.approx(summary["train"]["solved_history"])
     assert any(t.startswith("reward_terms/") for t in scalars)
 
 
