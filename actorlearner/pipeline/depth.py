@@ -149,7 +149,8 @@ def action_runs(mask: Sequence[int]) -> list[tuple[int, int]]:
 def depth_metrics(
     records: Sequence[EpisodeRecord], initial_passed: dict[str, list[bool]], rounds: int, ks=(1, 10)
 ) -> dict[str, Any]:
-    """pass@k per round (unbiased estimator), and the success-refinement rate per round."""
+    """pass@k per round (unbiased estimator), the success-refinement rate per round, and
+    each task's samples as the round that solved them (None: never)."""
     solved_at: dict[str, list[int | None]] = defaultdict(list)
     for task_id, flags in initial_passed.items():
         solved_at[task_id] += [0 for f in flags if f]
@@ -171,6 +172,10 @@ def depth_metrics(
             now = sum(s == rnd for v in solved_at.values() for s in v)
             metrics["refine_success"].append(now / before if before else 0.0)
     metrics = {k: v for k, v in metrics.items() if not all(x != x for x in v)}  # drop all-NaN k
+    # per-task outcomes, so two models can be compared task by task (pipeline/paired.py)
+    metrics["solved_at"] = {
+        t: sorted(v, key=lambda s: 99 if s is None else s) for t, v in solved_at.items()
+    }
     metrics["num_tasks"] = len(n_per_task)
     metrics["samples_per_task"] = max(n_per_task.values(), default=0)
     return metrics

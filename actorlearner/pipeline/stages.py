@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from actorlearner.config import RunConfig
+from actorlearner.pipeline.paired import compare_stages, paired_lines
 from actorlearner.pipeline.plan import make_plan
 from actorlearner.pipeline.report import plot_depth, print_table, write_json_atomic
 from actorlearner.pipeline.run import resolve_model_path
@@ -132,11 +133,15 @@ def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, 
         "sft": {k: v for k, v in state.output("sft").items() if k != "model"},
         "train": {k: v for k, v in state.output("train").items() if k != "model"},
         "timings_s": timings,
+        "paired": compare_stages(results),
     }
     write_json_atomic(run_dir / "summary.json", summary)
     plot_depth(results, run_dir / "depth.png")
-    text = print_table(results) + _training_lines(summary["sft"], summary["train"])
-    (run_dir / "summary.txt").write_text(text)
+    table = print_table(results)
+    notes = _training_lines(summary["sft"], summary["train"])
+    notes += "".join(f"{line}\n" for line in paired_lines(summary["paired"]))
+    print(notes, end="")  # below the table just printed
+    (run_dir / "summary.txt").write_text(table + notes)
 
 
 def _training_lines(sft: dict[str, Any], train: dict[str, Any]) -> str:
@@ -164,6 +169,12 @@ def _training_lines(sft: dict[str, Any], train: dict[str, Any]) -> str:
             f"PPO probe (fixed training starts, greedy) per policy version: solved {solved}"
         )
         lines.append(f"  reward {reward}, slope {train['probe_reward_slope']:+.3f} per version")
+    if "probe_paired" in train:
+        pr = train["probe_paired"]
+        lines.append(
+            f"  first -> last version, paired over {pr['tasks']} probe tasks: reward "
+            f"{pr['mean_change']:+.2f} ({pr['up']} up, {pr['down']} down, Wilcoxon p={pr['p_value']:.2g})"
+        )
     return "".join(f"{line}\n" for line in lines)
 
 

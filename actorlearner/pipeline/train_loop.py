@@ -39,6 +39,9 @@ class LoopStats:
     rollout_s: list[float] = field(default_factory=list)
     learn_s: list[float] = field(default_factory=list)
     probe: dict[int, dict[str, float]] = field(default_factory=dict)  # version -> probe metrics
+    probe_tasks: dict[int, dict[str, float]] = field(
+        default_factory=dict
+    )  # version -> task -> reward
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"iterations": self.iterations, "reward_history": self.reward_history}
@@ -58,6 +61,11 @@ class LoopStats:
                 history = [self.probe[v][key] for v in versions]
                 out[f"probe_{name}_history"] = history
                 out.update(reward_trend(history, prefix=f"probe_{name}"))
+            first, last = versions[0], versions[-1]
+            if len(versions) > 1 and first in self.probe_tasks and last in self.probe_tasks:
+                out["probe_paired"] = paired_rewards(
+                    self.probe_tasks[first], self.probe_tasks[last]
+                )
         if self.iter_s:
             # overlap: iteration time against max(rollout, learn) (async ideal) and their sum (sync)
             out["iter_s_mean"] = mean(self.iter_s)
@@ -85,6 +93,30 @@ def reward_trend(history: list[float], prefix: str = "reward") -> dict[str, floa
         f"{prefix}_slope": slope,
         f"{prefix}_first_half": mean(history[:half]),
         f"{prefix}_last_half": mean(history[-half:]),
+    }
+
+
+def task_rewards(trajs: list[Trajectory]) -> dict[str, float]:
+    """Mean episode reward per task id (a probe replays the same starts every time)."""
+    sums: dict[str, list[float]] = {}
+    for t in trajs:
+        sums.setdefault(t.task_id, []).append(t.total_reward)
+    return {k: mean(v) for k, v in sums.items()}
+
+
+def paired_rewards(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per-task reward change between two probes of the same starts: mean change, tasks up
+    and down, and the two-sided Wilcoxon signed-rank p-value (1.0 when nothing changed)."""
+    from scipy.stats import wilcoxon
+
+    diffs = [after[t] - before[t] for t in sorted(before.keys() & after.keys())]
+    changed = [d for d in diffs if d != 0]
+    return {
+        "tasks": len(diffs),
+        "mean_change": mean(diffs) if diffs else 0.0,
+        "up": sum(d > 0 for d in diffs),
+        "down": sum(d < 0 for d in diffs),
+        "p_value": float(wilcoxon(changed).pvalue) if changed else 1.0,
     }
 
 
@@ -152,6 +184,7 @@ def ppo_loop(
         stats.reward_history = list(extra.get("reward_history", []))
         stats.solved_history = list(extra.get("solved_history", []))
         stats.probe = {int(v): m for v, m in extra.get("probe", {}).items()}
+        stats.probe_tasks = {int(v): m for v, m in extra.get("probe_tasks", {}).items()}
         log.info("resumed PPO at iteration %d (policy version %d)", start_it, learner.version)
     t = time.perf_counter()
     rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
@@ -170,6 +203,7 @@ def ppo_loop(
             t0 = time.perf_counter()
             trajs = rollouts.rollout(probe_episodes, greedy, fixed=True)
             stats.probe[version] = episode_means(trajs)
+            stats.probe_tasks[version] = task_rewards(trajs)
             probes[version] = time.perf_counter() - t0
 
     def log_probes() -> None:
@@ -252,6 +286,7 @@ def ppo_loop(
                     "reward_history": stats.reward_history,
                     "solved_history": stats.solved_history,
                     "probe": {str(v): m for v, m in stats.probe.items()},
+                    "probe_tasks": {str(v): m for v, m in stats.probe_tasks.items()},
                 }
                 learner.save_checkpoint(checkpoint_dir, extra=extra)
             if stop.requested or last:

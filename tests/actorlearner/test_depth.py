@@ -27,6 +27,7 @@ def test_depth_metrics_hand_computed():
     # refinement success: round 1 fixes 1 of the 3 failing; round 2 fixes 1 of the 2 left
     assert m["refine_success"] == pytest.approx([0.0, 1 / 3, 1 / 2])
     assert m["num_tasks"] == 2 and m["samples_per_task"] == 2
+    assert m["solved_at"] == {"a": [0, 2], "b": [1, None]}  # per task, for paired comparisons
 
 
 def test_pass_at_k_needs_enough_samples():

@@ -103,10 +103,14 @@ def test_job_submit_runs_every_stage(submitted_run):
     # the greedy probe measured the SFT policy and each of the two updates, once each
     assert summary["train"]["probe_versions"] == [0, 1, 2]
     assert all(0 <= s <= 1 for s in summary["train"]["probe_solved_history"])
+    assert summary["train"]["probe_paired"]["tasks"] >= 1  # version 0 against version 2
     text = (run_dir / "summary.txt").read_text()
     assert "PPO training reward over 2 iterations" in text
     assert "PPO probe (fixed training starts, greedy)" in text
     assert "points per iteration" in text  # the batch's solved share, beside its reward
+    paired = summary["paired"]["synthetic:test"]
+    assert list(paired) == ["sft_vs_base", "ppo_vs_sft"] and paired["ppo_vs_sft"]["tasks"] == 3
+    assert "Paired per task" in text and "Paired per task" in stdout
     assert (run_dir / "depth.png").stat().st_size > 0
     for model in ("sft", "ppo"):
         assert (run_dir / "models" / model / "config.json").exists()
