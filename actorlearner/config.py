@@ -128,6 +128,9 @@ class TrainSettings:
     # training curve, never trained on (see actorlearner.pipeline.train_loop)
     probe_episodes: int = 0
     max_grad_norm: float = 1.0
+    # linear lr warm-up over the first PPO optimizer steps (epochs x minibatches per
+    # iteration): Adam's first steps move every weight by about lr, whatever its gradient
+    warmup_steps: int = 0
     checkpoint_every: int = 5
 
 

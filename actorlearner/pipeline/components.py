@@ -28,7 +28,7 @@ def learner_config(
         ),
         seed=cfg.seed,
         checkpoint_dir=str(checkpoint_dir),
-        warmup_steps=s.warmup_steps if checkpoint_dir.name == "sft" else 0,
+        warmup_steps=s.warmup_steps if checkpoint_dir.name == "sft" else t.warmup_steps,
         max_grad_norm=t.max_grad_norm,
         ppo=PPOConfig(
             gamma=t.gamma,

@@ -103,3 +103,13 @@ def test_synthetic_split_sizes_come_from_the_data_settings():
     sizes = {s: len(load_problem_set(cfg, f"synthetic:{s}")) for s in ("train", "test", "novel")}
     assert sizes == {"train": 5, "test": 3, "novel": 2}
     assert len(load_problem_set(cfg, "synthetic:test", split_size=4)) == 4
+
+
+def test_each_learner_stage_gets_its_own_warmup():
+    from actorlearner.pipeline.components import learner_config
+
+    cfg = load_config("configs/tiny_cpu.yaml", ["sft.warmup_steps=10", "train.warmup_steps=4"])
+    sft = learner_config(cfg, "base", cfg.run_dir / "checkpoints" / "sft", lr=cfg.sft.lr)
+    ppo = learner_config(cfg, "base", cfg.run_dir / "checkpoints" / "ppo", lr=cfg.train.lr)
+    assert (sft.warmup_steps, ppo.warmup_steps) == (10, 4)
+    assert (sft.lr, ppo.lr) == (cfg.sft.lr, cfg.train.lr)
