@@ -8,6 +8,7 @@ the token layout training used.
 
 from __future__ import annotations
 
+import math
 import queue
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import gymnasium as gym
 
 from actorlearner.engines.base import Engine, SamplingParams
 from actorlearner.evaluation import pass_at_k
+from actorlearner.pipeline.paired import num_solved
 from envs.problem import Problem
 
 
@@ -162,7 +164,7 @@ def depth_metrics(
     for rnd in range(rounds + 1):
         for k in ks:
             vals = [
-                pass_at_k(n, sum(s is not None and s <= rnd for s in solved_at[t]), k)
+                pass_at_k(n, num_solved(solved_at[t], rnd), k)
                 for t, n in n_per_task.items()
                 if n >= k
             ]
@@ -174,7 +176,7 @@ def depth_metrics(
     metrics = {k: v for k, v in metrics.items() if not all(x != x for x in v)}  # drop all-NaN k
     # per-task outcomes, so two models can be compared task by task (pipeline/paired.py)
     metrics["solved_at"] = {
-        t: sorted(v, key=lambda s: 99 if s is None else s) for t, v in solved_at.items()
+        t: sorted(v, key=lambda s: math.inf if s is None else s) for t, v in solved_at.items()
     }
     metrics["num_tasks"] = len(n_per_task)
     metrics["samples_per_task"] = max(n_per_task.values(), default=0)

@@ -25,6 +25,7 @@ from typing import Any
 
 from actorlearner.learner.checkpoint import StopFlag, latest_tag
 from actorlearner.metrics import MetricsLogger
+from actorlearner.pipeline.paired import paired_rewards
 from actorlearner.trajectory import Trajectory
 
 log = logging.getLogger("actorlearner")
@@ -39,9 +40,8 @@ class LoopStats:
     rollout_s: list[float] = field(default_factory=list)
     learn_s: list[float] = field(default_factory=list)
     probe: dict[int, dict[str, float]] = field(default_factory=dict)  # version -> probe metrics
-    probe_tasks: dict[int, dict[str, float]] = field(
-        default_factory=dict
-    )  # version -> task -> reward
+    # version -> task id -> mean probe reward, for the start-by-start comparison
+    probe_tasks: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"iterations": self.iterations, "reward_history": self.reward_history}
@@ -102,22 +102,6 @@ def task_rewards(trajs: list[Trajectory]) -> dict[str, float]:
     for t in trajs:
         sums.setdefault(t.task_id, []).append(t.total_reward)
     return {k: mean(v) for k, v in sums.items()}
-
-
-def paired_rewards(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Per-task reward change between two probes of the same starts: mean change, tasks up
-    and down, and the two-sided Wilcoxon signed-rank p-value (1.0 when nothing changed)."""
-    from scipy.stats import wilcoxon
-
-    diffs = [after[t] - before[t] for t in sorted(before.keys() & after.keys())]
-    changed = [d for d in diffs if d != 0]
-    return {
-        "tasks": len(diffs),
-        "mean_change": mean(diffs) if diffs else 0.0,
-        "up": sum(d > 0 for d in diffs),
-        "down": sum(d < 0 for d in diffs),
-        "p_value": float(wilcoxon(changed).pvalue) if changed else 1.0,
-    }
 
 
 def episode_means(trajs: list[Trajectory]) -> dict[str, float]:

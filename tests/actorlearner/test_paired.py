@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from actorlearner.pipeline.paired import compare_stages, paired_comparison, paired_lines, pass_rates
+from actorlearner.pipeline.paired import (
+    compare_stages,
+    paired_comparison,
+    paired_lines,
+    paired_rewards,
+    pass_rates,
+)
 
 
 def test_pass_rates_count_samples_solved_by_the_round():
@@ -50,3 +56,13 @@ def test_compare_stages_chains_stages_and_reports_lines():
     lines = paired_lines(paired)
     assert lines[0].startswith("Paired per task")
     assert "ppo vs sft" in lines[2] and "+0 / -1 of 2 tasks" in lines[2]
+
+
+def test_probe_rewards_are_compared_start_by_start():
+    before = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0, "e": 0.0, "f": 1.0}
+    after = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0, "f": 1.0, "new": 9.0}
+    p = paired_rewards(before, after)
+    assert (p["tasks"], p["up"], p["down"]) == (6, 5, 0) and p["mean_change"] == 2.5
+    # exact signed-rank test, 5 non-zero changes all up: two-sided p = 2 / 2**5
+    assert p["p_value"] == pytest.approx(2 / 32)
+    assert paired_rewards(before, before)["p_value"] == 1.0
