@@ -20,6 +20,33 @@ def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def local_rank(rank: int) -> int:
+    """The device index this rank uses among the devices it can see.
+
+    Under Ray each GPU actor sees only its own GPU(s) (CUDA_VISIBLE_DEVICES lists Ray's
+    ids for it), so the index is the position of its first assigned id there: 0 for
+    one GPU, whatever the global rank. Outside Ray, ranks share the visible devices
+    round-robin; without CUDA the global rank is kept (gloo ignores it).
+    """
+    assigned = _ray_gpu_ids()
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if assigned:
+        return visible.index(assigned[0]) if assigned[0] in visible else 0
+    count = torch.cuda.device_count()
+    return rank % count if count else rank
+
+
+def _ray_gpu_ids() -> list[str]:
+    """GPU ids Ray assigned to this process (empty outside a Ray worker or without GPUs)."""
+    try:
+        import ray
+    except ImportError:
+        return []
+    if not ray.is_initialized():
+        return []
+    return [str(i) for i in ray.get_gpu_ids()]
+
+
 def init_distributed(
     rank: int = 0,
     world_size: int = 1,
@@ -40,9 +67,7 @@ def init_distributed(
         master_port = free_port() if world_size == 1 else int(os.environ["MASTER_PORT"])
     os.environ["MASTER_PORT"] = str(master_port)
     os.environ["RANK"] = str(rank)
-    os.environ["LOCAL_RANK"] = str(
-        rank if backend != "nccl" else rank % max(1, torch.cuda.device_count())
-    )
+    os.environ["LOCAL_RANK"] = str(local_rank(rank))
     os.environ["WORLD_SIZE"] = str(world_size)
     import deepspeed
 
