@@ -48,6 +48,10 @@ class LearnerWorker:
         return self.learner.version, self.learner.step
 
 
+def _strategy(placement: Any, rank: int) -> Any:
+    return placement.strategy("learner", rank) if placement is not None else None
+
+
 class LearnerGroup:
     """Driver-side handle on N learner ranks (N=1 works too); same methods as the backend."""
 
@@ -57,7 +61,9 @@ class LearnerGroup:
         num_ranks: int = 1,
         num_cpus_per_rank: float = 1,
         num_gpus_per_rank: float = 0,
+        placement: Any = None,
     ):
+        """`placement`: an `actorlearner.placement.Placement`; rank i then runs in its bundle."""
         if num_ranks < 1:
             raise ValueError(f"num_ranks must be >= 1 (got {num_ranks})")
         if not ray.is_initialized():
@@ -65,7 +71,10 @@ class LearnerGroup:
         actor = ray.remote(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank)(LearnerWorker)
         threads = max(1, int(num_cpus_per_rank))
         self.workers: list[Any] = [
-            actor.remote(cfg, r, num_ranks, threads) for r in range(num_ranks)
+            actor.options(scheduling_strategy=_strategy(placement, r)).remote(
+                cfg, r, num_ranks, threads
+            )
+            for r in range(num_ranks)
         ]
         addr, port = ray.get(self.workers[0].address.remote())
         self.pad_id = ray.get([w.setup.remote(addr, port) for w in self.workers])[0]

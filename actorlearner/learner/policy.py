@@ -72,6 +72,7 @@ def build_policy(cfg: LearnerConfig) -> tuple[PolicyWithValue, nn.Module | None]
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
 
+        check_lora_targets(lm, cfg.lora.target_modules)
         lora = LoraConfig(
             r=cfg.lora.r,
             lora_alpha=cfg.lora.alpha,
@@ -88,6 +89,28 @@ def build_policy(cfg: LearnerConfig) -> tuple[PolicyWithValue, nn.Module | None]
             lm.enable_input_require_grads()
     policy = PolicyWithValue(lm, hidden, cfg.use_lora)
     return policy, reference
+
+
+def check_lora_targets(lm: nn.Module, targets: list[str]) -> None:
+    """Fail in one line when a LoRA target names no layer of this architecture.
+
+    PEFT matches a target against the end of each module name; names differ between
+    families (Llama/Qwen2 `q_proj`, GPTBigCode `c_attn`), so a recipe's list is checked
+    against the model it will wrap, before PEFT raises deep inside `get_peft_model`.
+    """
+    names = [n for n, _ in lm.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rpartition(".")[2] for n, m in lm.named_modules() if _is_linear(m)})
+        raise ValueError(
+            f"LoRA target modules {missing} match no layer of {type(lm).__name__}; "
+            f"set model.lora.target_modules from its linear layers: {', '.join(linear)}"
+        )
+
+
+def _is_linear(module: nn.Module) -> bool:
+    # GPTBigCode and GPT-2 style models use transformers' Conv1D, which LoRA also wraps
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
 
 def target_logprobs(

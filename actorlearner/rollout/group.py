@@ -10,6 +10,7 @@ replaced by a new one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -20,11 +21,23 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actorlearner.engines.base import SamplingParams
+from actorlearner.placement import vllm_memory_fraction
 from actorlearner.rollout.actor import RolloutWorker
 from actorlearner.rollout.config import RolloutConfig
 from actorlearner.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
+
+
+def actor_config(cfg: RolloutConfig, index: int) -> RolloutConfig:
+    """Actor `index`'s config: a vLLM engine gets its own sampling seed and the memory
+    fraction of its GPU share (a colocated learner rank holds the rest)."""
+    if cfg.engine != "vllm":
+        return cfg
+    kwargs = dict(cfg.engine_kwargs)
+    kwargs.setdefault("seed", cfg.seed + 100_003 * index)
+    kwargs.setdefault("gpu_memory_utilization", vllm_memory_fraction(cfg.num_gpus_per_actor))
+    return dataclasses.replace(cfg, engine_kwargs=kwargs)
 
 
 @dataclass
@@ -46,10 +59,12 @@ class _Call:
 class RolloutGroup:
     """`num_actors` rollout actors behind one `rollout()` call."""
 
-    def __init__(self, cfg: RolloutConfig):
+    def __init__(self, cfg: RolloutConfig, placement: Any = None):
+        """`placement`: an `actorlearner.placement.Placement`; actor j then runs in its bundle."""
         if not ray.is_initialized():
             raise RuntimeError("call ray.init(...) before creating a RolloutGroup")
         self.cfg = cfg
+        self.placement = placement
         self._cls = ray.remote(RolloutWorker)
         self.actors = [self._spawn(i) for i in range(cfg.num_actors)]
         self.version = 0
@@ -58,12 +73,14 @@ class RolloutGroup:
         self.stats = {"actor_failures": 0, "chunk_retries": 0, "replaced_actors": 0}
 
     def _spawn(self, index: int) -> Any:
+        strategy = self.placement.strategy("rollout", index) if self.placement else None
         return self._cls.options(
             num_cpus=self.cfg.num_cpus_per_actor,
             num_gpus=self.cfg.num_gpus_per_actor,
             max_restarts=self.cfg.max_restarts,
             max_task_retries=0,  # the group retries chunks itself, with fresh weights
-        ).remote(self.cfg, index)
+            scheduling_strategy=strategy,
+        ).remote(actor_config(self.cfg, index), index)
 
     @property
     def recovering(self) -> set[int]:
