@@ -27,7 +27,7 @@ def _load(config: str, overrides: list[str] | None):
 
 def _dry_run(cfg) -> None:
     from actorlearner.config import ConfigError, to_yaml
-    from actorlearner.pipeline.plan import make_plan
+    from actorlearner.pipeline.plan import check_fits, make_plan, planned_resources
 
     try:
         plan = make_plan(cfg)
@@ -37,6 +37,11 @@ def _dry_run(cfg) -> None:
     typer.echo(to_yaml(cfg))
     typer.echo("# resource plan\n" + plan.describe(cfg))
     typer.echo(f"# stages: {' -> '.join(cfg.stages)}; output: {cfg.run_dir}")
+    try:  # against the cluster the run would use, as the run itself checks first
+        check_fits(plan, planned_resources(cfg))
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _run(cfg, stages: list[str] | None, resume: bool) -> None:

@@ -124,13 +124,9 @@ def planned_resources(cfg: RunConfig) -> dict[str, float]:
 
 
 def check_fits(plan: ResourcePlan, available: dict[str, float]) -> None:
-    """Fail before any work if the cluster cannot hold the plan."""
+    """Fail before any work if the cluster cannot hold the plan (GPUs first: a GPU recipe
+    on a CPU host is short of GPUs, whatever else)."""
     cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
-    if plan.cpus > cpus + 1e-9:
-        raise ConfigError(
-            f"the run needs {plan.cpus:g} CPUs but the cluster has {cpus:g}: lower "
-            "rollout.num_actors / rollout.num_cpus_per_actor / learner.num_cpus_per_rank"
-        )
     if plan.gpus > 0 and math.ceil(plan.gpus - 1e-9) > gpus + 1e-9:
         per_gpu = ""
         if plan.layout:
@@ -139,4 +135,9 @@ def check_fits(plan: ResourcePlan, available: dict[str, float]) -> None:
         raise ConfigError(
             f"the run needs {plan.gpus:g} GPUs but the cluster has {gpus:g}{per_gpu}: run it "
             "on a GPU cluster or use configs/tiny_cpu.yaml"
+        )
+    if plan.cpus > cpus + 1e-9:
+        raise ConfigError(
+            f"the run needs {plan.cpus:g} CPUs but the cluster has {cpus:g}: lower "
+            "rollout.num_actors / rollout.num_cpus_per_actor / learner.num_cpus_per_rank"
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 from actorlearner.config import RunConfig
 from actorlearner.pipeline.paired import compare_stages, paired_lines
-from actorlearner.pipeline.plan import make_plan
+from actorlearner.pipeline.plan import make_plan, placement_for
 from actorlearner.pipeline.report import plot_depth, print_table, write_json_atomic
 from actorlearner.pipeline.run import resolve_model_path
 from actorlearner.pipeline.state import RunState
@@ -200,7 +200,10 @@ def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     lcfg.sft.data = data_path
     # No rollout actors run during SFT: the learner ranks share all the CPUs of the plan.
     cpus = cfg.sft.cpu_threads or make_plan(cfg).cpus / cfg.learner.num_ranks
-    learner = LearnerGroup(lcfg, cfg.learner.num_ranks, cpus, cfg.learner.num_gpus_per_rank)
+    placement = placement_for(cfg, with_rollout=False, cpus_per_rank=cpus)  # a GPU per rank
+    learner = LearnerGroup(
+        lcfg, cfg.learner.num_ranks, cpus, cfg.learner.num_gpus_per_rank, placement
+    )
     logger = MetricsLogger(cfg.run_dir / "tb")
     try:
         from actorlearner.models import load_tokenizer
@@ -227,6 +230,8 @@ def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     finally:
         learner.shutdown()
         logger.close()
+        if placement is not None:
+            placement.remove()
     return {
         "model": str(out),
         "examples": len(data.train),
@@ -254,10 +259,15 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     pool = pool if pool and Path(pool).exists() and Path(pool).stat().st_size else None
     ckpt = cfg.run_dir / "checkpoints" / "ppo"
     lcfg = learner_config(cfg, model, ckpt, cfg.train.lr)
+    placement = placement_for(cfg)  # one bundle per GPU: a rank and the actor sharing it
     learner = LearnerGroup(
-        lcfg, cfg.learner.num_ranks, cfg.learner.num_cpus_per_rank, cfg.learner.num_gpus_per_rank
+        lcfg,
+        cfg.learner.num_ranks,
+        cfg.learner.num_cpus_per_rank,
+        cfg.learner.num_gpus_per_rank,
+        placement,
     )
-    rollouts = RolloutGroup(rollout_config(cfg, model, train_problems(cfg), pool))
+    rollouts = RolloutGroup(rollout_config(cfg, model, train_problems(cfg), pool), placement)
     logger = MetricsLogger(cfg.run_dir / "tb")
     try:
         rollouts.wait_ready()
@@ -279,4 +289,6 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
         rollouts.shutdown()
         learner.shutdown()
         logger.close()
+        if placement is not None:
+            placement.remove()
     return {"model": str(out), "mode": cfg.train.mode, **stats.summary()}

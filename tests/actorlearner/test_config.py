@@ -70,7 +70,12 @@ def test_impossible_resources_fail_up_front():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_shipped_recipes_dry_run(path):
     result = CliRunner().invoke(app, ["pipeline", "--config", str(path), "--dry-run"])
-    assert result.exit_code == 0, result.output
+    cfg = load_config(path)
+    if cfg.rollout.num_gpus_per_actor or cfg.learner.num_gpus_per_rank:  # GPU recipe, CPU host
+        assert result.exit_code == 2, result.output
+        assert "GPUs but the cluster has 0" in result.output
+    else:
+        assert result.exit_code == 0, result.output
     assert "# resource plan" in result.output
     assert f"name: {load_config(path).name}" in result.output
 
