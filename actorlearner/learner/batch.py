@@ -19,6 +19,7 @@ class TokenBatch:
     action_mask: torch.Tensor  # [B, T-1] float: 1 where the target token is an action
     rewards: torch.Tensor  # [B, T-1] float env rewards on target tokens
     old_logprobs: torch.Tensor  # [B, T-1] float behaviour logprobs on target tokens
+    versions: torch.Tensor  # [B, T-1] long: policy version that sampled each target token
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -27,10 +28,21 @@ class TokenBatch:
 def split_stale(
     trajectories: Sequence[Trajectory], current_version: int, max_staleness: int
 ) -> tuple[list[Trajectory], int]:
-    """Keep trajectories with policy_version >= current - max_staleness; count the rest."""
+    """Keep trajectories with an action token from a version >= current - max_staleness
+    (older tokens of a kept one are masked out of the loss, see `fresh_mask`); count the rest.
+    """
     oldest = current_version - max_staleness
-    kept = [t for t in trajectories if t.policy_version >= oldest]
+    kept = [t for t in trajectories if any(_fresh_actions(t, oldest))]
     return kept, len(trajectories) - len(kept)
+
+
+def _fresh_actions(traj: Trajectory, oldest: int) -> list[bool]:
+    return [bool(a) and v >= oldest for a, v in zip(traj.action_mask, traj.versions, strict=True)]
+
+
+def fresh_mask(batch: TokenBatch, current_version: int, max_staleness: int) -> torch.Tensor:
+    """The action mask without tokens sampled by versions older than the staleness bound."""
+    return batch.action_mask * (batch.versions >= current_version - max_staleness)
 
 
 def _rewards_on_actions(traj: Trajectory) -> list[float]:
@@ -77,6 +89,7 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TokenBatch:
     action = torch.zeros((b, length - 1))
     rewards = torch.zeros((b, length - 1))
     logprobs = torch.zeros((b, length - 1))
+    versions = torch.zeros((b, length - 1), dtype=torch.long)
     for i, t in enumerate(trajectories):
         n = len(t.token_ids)
         input_ids[i, :n] = torch.tensor(t.token_ids)
@@ -84,7 +97,8 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TokenBatch:
         action[i, : n - 1] = torch.tensor(t.action_mask[1:], dtype=torch.float)
         rewards[i, : n - 1] = torch.tensor(_rewards_on_actions(t)[1:])
         logprobs[i, : n - 1] = torch.tensor(t.logprobs[1:])
-    return TokenBatch(input_ids, attention, action, rewards, logprobs * action)
+        versions[i, : n - 1] = torch.tensor(t.versions[1:])
+    return TokenBatch(input_ids, attention, action, rewards, logprobs * action, versions)
 
 
 def rank_share(indices: Sequence[int], rank: int, world_size: int) -> list[int]:

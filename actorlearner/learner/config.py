@@ -41,8 +41,21 @@ class PPOConfig:
     # False: ratio against the behaviour logprobs stored in the trajectory (correct off-policy);
     # True: recompute them with the learner's current weights (when engine numerics differ).
     recompute_old_logprobs: bool = False
+    # off-policy correction between the behaviour policy (the actors' logprobs) and the
+    # learner: none | decoupled (PPO around recomputed proximal logprobs, times the
+    # behaviour weight pi_prox/pi_behav clipped at is_clip) | tis (truncated importance
+    # sampling, weight min(pi/pi_behav, is_clip), no clip range); see learner/ppo.py
+    off_policy: str = "none"
+    is_clip: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.off_policy not in ("none", "decoupled", "tis"):
+            raise ValueError(
+                "PPOConfig.off_policy must be 'none', 'decoupled' or 'tis', "
+                f"got {self.off_policy!r}"
+            )
+        if self.is_clip < 1.0:
+            raise ValueError(f"PPOConfig.is_clip must be >= 1 (got {self.is_clip})")
         if self.advantage not in ("gae", "group"):
             raise ValueError(
                 f"PPOConfig.advantage must be 'gae' or 'group', got {self.advantage!r}"

@@ -1,48 +1,32 @@
-"""DeepSpeed implementation of the learner: SFT and PPO steps, checkpoints, weight export.
+"""The learner's `Backend` on DeepSpeed: forward, backward, step, save and export.
 
 One instance per rank. Every rank receives the whole global batch (trajectories are
-small next to the model) and works on a strided share of each mini-batch; losses are
-divided by the mini-batch's global token count over the world size, so DeepSpeed's
-gradient averaging yields exactly the global per-token mean, whatever the split.
+small next to the model) and `forward` runs this rank's strided share of the rows it is
+given, in micro-batches; the algorithms divide losses by the global token count over the
+world size, so DeepSpeed's gradient averaging yields the global per-token mean.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from actorlearner.learner import ppo
-from actorlearner.learner.batch import (
-    TokenBatch,
-    chunks,
-    collate,
-    group_ids,
-    rank_share,
-    split_stale,
-)
-from actorlearner.learner.checkpoint import latest_tag, load_rng, prune, save_rng, write_json
+from actorlearner.learner.backend import Micro
+from actorlearner.learner.batch import chunks, rank_share
 from actorlearner.learner.config import LearnerConfig, resolve_deepspeed_config
-from actorlearner.learner.distributed import (
-    all_gather_objects,
-    all_reduce_sum,
-    barrier,
-    init_distributed,
-)
+from actorlearner.learner.distributed import barrier, init_distributed
+from actorlearner.learner.learner import Learner
 from actorlearner.learner.policy import (
     PolicyWithValue,
     base_lm,
     build_policy,
     merged_state_dict,
-    target_logprobs,
 )
-from actorlearner.learner.sft import SFTBatch
-from actorlearner.trajectory import Trajectory
 
 
 def _trim(ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -65,13 +49,8 @@ def _my_micro_batches(
     return mine + [([rows[0]], 0.0)] * (count - len(mine))
 
 
-def _minibatches(perm: list[int], n: int) -> list[list[int]]:
-    size = -(-len(perm) // n)
-    return [perm[i : i + size] for i in range(0, len(perm), size)]
-
-
-class DeepSpeedLearner:
-    """LearnerBackend on a DeepSpeed engine (ZeRO 0/2/3; gloo on CPU, NCCL on GPU)."""
+class DeepSpeedBackend:
+    """`Backend` on a DeepSpeed engine (ZeRO 0/2/3; gloo on CPU, NCCL on GPU)."""
 
     def __init__(
         self,
@@ -103,11 +82,6 @@ class DeepSpeedLearner:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
-        p = cfg.ppo
-        self.kl_ctl = ppo.make_kl_controller(p.kl_coef, p.kl_target, p.kl_horizon)
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # mini-batch shuffles
-        self.version = 0  # PPO updates applied
-        self.step = 0  # learner steps (SFT or PPO), drives checkpoint cadence
 
     # ----------------------------------------------------------------- set-up
     def _ds_config(self) -> dict[str, Any]:
@@ -158,96 +132,30 @@ class DeepSpeedLearner:
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
 
-    def _forward(self, ids: torch.Tensor, attn: torch.Tensor, with_values: bool = True):
-        return self.engine(ids.to(self.device), attn.to(self.device), with_values)
-
-    def _optimizer_step(self) -> float:
-        self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
-
-    # -------------------------------------------------------------------- SFT
-    def sft_step(self, batch: SFTBatch) -> dict[str, float]:
-        """One optimizer step on a global SFT batch: mean NLL over its trained tokens."""
-        start, lr = time.perf_counter(), self.lr()  # lr the coming optimizer step uses
-        self.engine.train()
-        normalizer = batch.loss_mask.sum().clamp(min=1) / self.world_size
-        nll_sum = torch.zeros((), device=self.device)
-        rows = list(range(len(batch)))
-        size = self.cfg.micro_batch_size
-        for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, size):
-            sub = batch.select(micro)
-            ids, attn, length = _trim(sub.input_ids, sub.attention_mask)
-            mask = sub.loss_mask[:, : length - 1].to(self.device)
-            logits, values = self._forward(ids, attn)
-            nll = -(target_logprobs(logits, ids.to(self.device), 1.0) * mask).sum()
-            # the value head joins the graph with weight 0 so every rank reduces the same params
-            loss = weight * nll / normalizer + 0.0 * values.sum()
-            self.engine.backward(loss, scale_wrt_gas=False)
-            nll_sum += weight * nll.detach()
-        grad_norm = self._optimizer_step()
-        self.step += 1
-        all_reduce_sum(nll_sum)
-        tokens = float(batch.attention_mask.sum())
-        return {
-            "loss/sft": float(nll_sum) / float(batch.loss_mask.sum().clamp(min=1)),
-            "grad_norm": grad_norm,
-            "lr": lr,
-            "tokens_per_s": tokens / (time.perf_counter() - start),
-        }
-
-    @torch.no_grad()
-    def sft_eval(self, batches: Sequence[SFTBatch]) -> dict[str, float]:
-        """Mean NLL per trained token over held-out batches (each rank scores its share)."""
-        self.engine.eval()
-        totals = torch.zeros(2, device=self.device)
-        for batch in batches:
-            rows = list(range(len(batch)))
-            for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, 16):
-                sub = batch.select(micro)
-                ids, attn, length = _trim(sub.input_ids, sub.attention_mask)
-                mask = weight * sub.loss_mask[:, : length - 1].to(self.device)
-                logits, _ = self._forward(ids, attn, with_values=False)
-                totals[0] -= (target_logprobs(logits, ids.to(self.device), 1.0) * mask).sum()
-                totals[1] += mask.sum()
-        self.engine.train()
-        all_reduce_sum(totals)
-        return {
-            "eval/loss": float(totals[0] / totals[1].clamp(min=1)),
-            "eval/tokens": float(totals[1]),
-        }
-
-    # -------------------------------------------------------------------- PPO
-    @torch.no_grad()
-    def _score(self, trajectories: Sequence[Trajectory]) -> list[tuple]:
-        """(index, logprobs, ref logprobs, values) for this rank's trajectories, target-aligned."""
-        out = []
-        self.engine.eval()
-        temperature = self.cfg.ppo.temperature
-        rows = list(range(len(trajectories)))
-        size = self.cfg.micro_batch_size
-        p = self.cfg.ppo
-        # the critic-free estimator with stored behaviour logprobs needs only the reference
-        policy_pass = p.advantage == "gae" or p.recompute_old_logprobs
-        for micro, weight in _my_micro_batches(rows, self.rank, self.world_size, size):
-            batch = collate([trajectories[i] for i in micro], self.pad_id)
-            ids = batch.input_ids.to(self.device)
-            attn = batch.attention_mask.to(self.device)
-            ref = target_logprobs(self._reference_logits(ids, attn), ids, temperature)
-            if policy_pass:
-                logits, values = self.engine(ids, attn, True)
-                logp = target_logprobs(logits, ids, temperature)
+    # ------------------------------------------------------------- interface
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        rows: Sequence[int],
+        *,
+        train: bool = True,
+        values: bool = True,
+        reference: bool = False,
+        micro_size: int | None = None,
+    ) -> Iterator[Micro]:
+        """This rank's share of `rows` in micro-batches, padded so every rank runs as many."""
+        self.engine.train(train)
+        size = micro_size or self.cfg.micro_batch_size
+        for micro, weight in _my_micro_batches(list(rows), self.rank, self.world_size, size):
+            idx = torch.as_tensor(micro)
+            ids, attn, _ = _trim(input_ids[idx], attention_mask[idx])
+            ids, attn = ids.to(self.device), attn.to(self.device)
+            if reference:
+                logits, vals = self._reference_logits(ids, attn), None
             else:
-                logp, values = torch.zeros_like(ref), torch.zeros_like(ref)
-            if weight == 0.0:
-                continue  # padding pass: kept the ZeRO-3 collectives in step
-            for row, i in enumerate(micro):
-                n = len(trajectories[i].token_ids) - 1
-                out.append(
-                    (i, logp[row, :n].cpu(), ref[row, :n].cpu(), values[row, :n].float().cpu())
-                )
-        self.engine.train()
-        return out
+                logits, vals = self.engine(ids, attn, values)
+            yield Micro(micro, weight, ids, logits, vals)
 
     def _reference_logits(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         if self.reference is None:
@@ -255,131 +163,30 @@ class DeepSpeedLearner:
                 return self.engine(ids, attn, False)[0]
         return self.reference(input_ids=ids, attention_mask=attn, use_cache=False).logits
 
-    def _prepare(
-        self, trajectories: Sequence[Trajectory]
-    ) -> tuple[TokenBatch, dict[str, torch.Tensor]]:
-        """Score the batch (sharded), then compute shaped rewards, GAE and whitening globally."""
-        scored = [s for part in all_gather_objects(self._score(trajectories)) for s in part]
-        batch = collate(trajectories, self.pad_id)
-        logp, ref, values = (torch.zeros_like(batch.rewards) for _ in range(3))
-        for i, lp, rf, v in scored:
-            logp[i, : len(lp)], ref[i, : len(rf)], values[i, : len(v)] = lp, rf, v
-        mask = batch.action_mask
-        p = self.cfg.ppo
-        old = logp * mask if p.recompute_old_logprobs else batch.old_logprobs
-        rewards, kl = ppo.shaped_rewards(batch.rewards, old, ref, mask, self.kl_ctl.value)
-        values = values * mask
-        if p.advantage == "group":
-            groups = group_ids(trajectories)
-            advantages, returns = ppo.group_advantages(rewards, mask, groups, p.gamma)
-        else:
-            advantages, returns = ppo.gae(rewards, values, mask, p.gamma, p.lam)
-        if p.whiten_advantages:
-            advantages = ppo.masked_whiten(advantages, mask)
-        return batch, {
-            "old_logprobs": old,
-            "values": values,
-            "advantages": advantages,
-            "returns": returns,
-            "kl": kl,
-        }
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)
 
-    def _ppo_micro(
-        self,
-        batch: TokenBatch,
-        data: dict[str, torch.Tensor],
-        rows: list[int],
-        normalizer: torch.Tensor,
-        weight: float = 1.0,
-    ) -> torch.Tensor:
-        """Forward/backward one micro-batch; returns detached sums for the metrics."""
-        p = self.cfg.ppo
-        idx = torch.as_tensor(rows)
-        ids, attn, length = _trim(batch.input_ids[idx], batch.attention_mask[idx])
-        ids, attn = ids.to(self.device), attn.to(self.device)
+    def step(self) -> tuple[float, float]:
+        lr = self.lr()  # the lr this step uses (the scheduler moves on inside engine.step)
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return (float(norm) if norm is not None else float("nan")), lr
 
-        def take(t: torch.Tensor) -> torch.Tensor:
-            return t[idx, : length - 1].to(self.device)
+    def save(self, directory: Path, tag: str, state: dict[str, Any]) -> None:
+        self.engine.save_checkpoint(str(directory), tag=tag, client_state=state, save_latest=False)
 
-        mask = take(batch.action_mask)
-        logits, values = self.engine(ids, attn, True)
-        logp = target_logprobs(logits, ids, p.temperature)
-        pg, clipped = ppo.policy_loss(
-            logp,
-            take(data["old_logprobs"]),
-            take(data["advantages"]),
-            mask,
-            p.clip_ratio,
-            normalizer,
-        )
-        vf = ppo.value_loss(
-            values[:, :-1].float(),
-            take(data["values"]),
-            take(data["returns"]),
-            mask,
-            p.value_clip,
-            normalizer,
-        )
-        with torch.set_grad_enabled(p.entropy_coef > 0):
-            entropy = ppo.masked_sum(ppo.entropy_from_logits(logits[:, :-1] / p.temperature), mask)
-        vf_coef = 0.0 if p.advantage == "group" else p.vf_coef
-        loss = pg.loss + vf_coef * vf.loss - p.entropy_coef * entropy / normalizer
-        self.engine.backward(weight * loss, scale_wrt_gas=False)
-        approx_kl = ppo.masked_sum(take(data["old_logprobs"]) - logp.detach(), mask)
-        sums = [pg.token_sum, vf.token_sum, clipped, entropy.detach(), approx_kl, mask.sum()]
-        return weight * torch.stack(sums).float()
+    def load(self, directory: Path, tag: str) -> dict[str, Any]:
+        path, client = self.engine.load_checkpoint(str(directory), tag=tag)
+        if path is None:
+            raise FileNotFoundError(f"DeepSpeed could not load checkpoint {directory / tag}")
+        return dict(client)
 
-    def ppo_step(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
-        """One PPO update on a rollout batch: epochs x mini-batches of optimizer steps."""
-        p = self.cfg.ppo
-        start, lr = time.perf_counter(), self.lr()  # lr the coming optimizer step uses
-        kept, dropped = split_stale(trajectories, self.version, p.max_staleness)
-        metrics: dict[str, float] = {"staleness/dropped": float(dropped)}
-        if not kept:
-            return metrics
-        batch, data = self._prepare(kept)
-        mask = batch.action_mask
-        n = len(kept)
-        sums = torch.zeros(6, device=self.device)
-        grad_norms = []
-        for _ in range(p.epochs):
-            perm = torch.randperm(n, generator=self.generator).tolist()
-            for mb in _minibatches(perm, p.num_minibatches):
-                normalizer = mask[mb].sum().clamp(min=1).to(self.device) / self.world_size
-                size = self.cfg.micro_batch_size
-                for micro, w in _my_micro_batches(mb, self.rank, self.world_size, size):
-                    sums += self._ppo_micro(batch, data, micro, normalizer, w)
-                grad_norms.append(self._optimizer_step())
-        all_reduce_sum(sums)
-        tokens = sums[5].clamp(min=1)
-        mean_kl = float(ppo.masked_mean(data["kl"], mask))
-        self.kl_ctl.update(mean_kl, n)
-        self.version += 1
-        self.step += 1
-        metrics.update(
-            {
-                "loss/policy": float(sums[0] / tokens),
-                "loss/value": float(sums[1] / tokens),
-                "clipfrac": float(sums[2] / tokens),
-                "entropy": float(sums[3] / tokens),
-                "approx_kl": float(sums[4] / tokens),
-                "kl": mean_kl,
-                "kl_coef": self.kl_ctl.value,
-                "value_error": float(
-                    ppo.masked_mean((data["values"] - data["returns"]) ** 2, mask)
-                ),
-                "grad_norm": sum(grad_norms) / len(grad_norms),
-                "lr": lr,
-                "tokens_per_s": float(batch.attention_mask.sum()) / (time.perf_counter() - start),
-                "reward/total": sum(t.total_reward for t in kept) / n,
-                "staleness/mean": sum(self.version - 1 - t.policy_version for t in kept) / n,
-                "policy_version": float(self.version),
-            }
-        )
-        terms = sorted({k for t in kept for k in t.reward_terms})
-        for k in terms:
-            metrics[f"reward/{k}"] = sum(t.reward_terms.get(k, 0.0) for t in kept) / n
-        return metrics
+    def export(
+        self, directory: Path | None = None, merge_lora: bool = True
+    ) -> dict[str, torch.Tensor] | Path | None:
+        if directory is None:
+            return self.state_dict_for_actors()
+        return self.export_hf(directory, merge_lora)
 
     # ------------------------------------------------------- weights & export
     def _on_rank0_gathered(self, fn):
@@ -431,44 +238,18 @@ class DeepSpeedLearner:
         barrier()
         return out
 
-    # ------------------------------------------------------------ checkpoints
-    def should_checkpoint(self) -> bool:
-        interval = self.cfg.checkpoint_interval
-        return interval > 0 and self.step > 0 and self.step % interval == 0
 
-    def save_checkpoint(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """DeepSpeed state + RNG + trainer state under directory/step_N; `latest` moves last."""
-        root = Path(directory)
-        tag = f"step_{self.step:08d}"
-        state = {
-            "step": self.step,
-            "version": self.version,
-            "kl_ctl": self.kl_ctl.state_dict(),
-            "extra": extra or {},
-        }
-        self.engine.save_checkpoint(str(root), tag=tag, client_state=state, save_latest=False)
-        save_rng(root / tag, self.rank, self.generator)
-        barrier()
-        if self.rank == 0:
-            write_json(root / tag / "trainer_state.json", {**state, "world_size": self.world_size})
-            tmp = root / "latest.tmp"
-            tmp.write_text(tag)
-            tmp.replace(root / "latest")
-            prune(root, self.cfg.keep_checkpoints)
-        barrier()
-        return root / tag
+class DeepSpeedLearner(Learner):
+    """The driver-facing learner on a DeepSpeed backend (one per rank)."""
 
-    def load_checkpoint(self, directory: str | Path, tag: str | None = None) -> dict[str, Any]:
-        """Restore everything `save_checkpoint` wrote; returns the `extra` dict (data position)."""
-        root = Path(directory)
-        tag = tag or latest_tag(root)
-        if tag is None:
-            raise FileNotFoundError(f"no checkpoint under {root} (no 'latest' marker)")
-        path, client = self.engine.load_checkpoint(str(root), tag=tag)
-        if path is None:
-            raise FileNotFoundError(f"DeepSpeed could not load checkpoint {root / tag}")
-        self.step = int(client["step"])
-        self.version = int(client["version"])
-        self.kl_ctl.load_state_dict(client["kl_ctl"])
-        load_rng(root / tag, self.rank, self.generator)
-        return dict(client.get("extra", {}))
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str = "127.0.0.1",
+        master_port: int | None = None,
+    ):
+        backend = DeepSpeedBackend(cfg, rank, world_size, master_addr, master_port)
+        super().__init__(backend, cfg)
+        self.tokenizer = backend.tokenizer

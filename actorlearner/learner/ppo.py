@@ -157,6 +157,69 @@ def policy_loss(
     return terms, clipped_count
 
 
+OFF_POLICY = ("none", "decoupled", "tis")
+
+
+def behaviour_weights(
+    proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Decoupled PPO's per-token importance weight pi_prox / pi_behav, clipped at `cap`.
+
+    It corrects for the gap between the (possibly stale) policy that sampled a token and
+    the proximal policy the trust region is drawn around; clipping bounds the variance a
+    very stale token can add. 1 off the mask. Never differentiated.
+    """
+    weights = torch.clamp(torch.exp(proximal - behaviour), max=cap)
+    return torch.where(mask.bool(), weights, torch.ones_like(weights)).detach()
+
+
+def decoupled_policy_loss(
+    logprobs: torch.Tensor,
+    proximal: torch.Tensor,
+    behaviour: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_ratio: float,
+    cap: float,
+    normalizer: float | torch.Tensor,
+) -> tuple[LossTerms, torch.Tensor]:
+    """Decoupled PPO (Hilton et al. 2022; AReaL): w * max(-A r, -A clip(r, 1-eps, 1+eps)),
+    r = pi / pi_prox, w = min(pi_prox / pi_behav, cap). Returns the loss terms and the
+    number of clipped tokens."""
+    weights = behaviour_weights(proximal, behaviour, mask, cap)
+    ratio = torch.exp(logprobs - proximal)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    per_token = weights * torch.maximum(unclipped, clipped)
+    clipped_count = masked_sum((clipped > unclipped).float(), mask).detach()
+    total = masked_sum(per_token, mask)
+    return LossTerms(total / normalizer, total.detach()), clipped_count
+
+
+def tis_policy_loss(
+    logprobs: torch.Tensor,
+    behaviour: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cap: float,
+    normalizer: float | torch.Tensor,
+) -> tuple[LossTerms, torch.Tensor]:
+    """Truncated importance sampling (IMPALA's policy gradient): per token
+    -min(pi / pi_behav, cap) * A * grad log pi, with the weight held constant.
+
+    No proximal policy and no clip range: the truncation alone bounds the step. The
+    loss value per token is -A * min(rho, cap). Returns the loss terms and the number of
+    truncated tokens.
+    """
+    detached = logprobs.detach()
+    rho = torch.exp(detached - behaviour)
+    weights = torch.clamp(rho, max=cap)
+    per_token = -advantages * weights * torch.exp(logprobs - detached)
+    truncated = masked_sum((rho > cap).float(), mask).detach()
+    total = masked_sum(per_token, mask)
+    return LossTerms(total / normalizer, total.detach()), truncated
+
+
 def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,

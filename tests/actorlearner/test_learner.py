@@ -89,12 +89,21 @@ def sample(model, n: int, new_tokens: int, gen: torch.Generator, version: int) -
     return out
 
 
-@pytest.mark.parametrize("advantage", ["gae", "group"])
-def test_ppo_raises_toy_reward(make_learner, tiny_model_dir, advantage):
+@pytest.mark.parametrize(
+    ("advantage", "off_policy"),
+    [("gae", "none"), ("group", "none"), ("group", "decoupled"), ("group", "tis")],
+)
+def test_ppo_raises_toy_reward(make_learner, tiny_model_dir, advantage, off_policy):
     from transformers import AutoModelForCausalLM
 
     ppo_cfg = PPOConfig(
-        kl_coef=0.01, gamma=1.0, lam=0.95, epochs=2, num_minibatches=2, advantage=advantage
+        kl_coef=0.01,
+        gamma=1.0,
+        lam=0.95,
+        epochs=2,
+        num_minibatches=2,
+        advantage=advantage,
+        off_policy=off_policy,
     )
     learner = make_learner(lr=1e-2, micro_batch_size=16, ppo=ppo_cfg)
     actor = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -202,7 +211,7 @@ def test_lora_reference_is_base_model_and_export_merges(make_learner, tiny_model
     from transformers import AutoModelForCausalLM
 
     learner = make_learner(
-        use_lora=True, lr=1e-2, lora=LoRAConfig(r=4, alpha=8), ppo=PPOConfig(epochs=2)
+        lr=1e-2, lora=LoRAConfig(enabled=True, r=4, alpha=8, dropout=0.0), ppo=PPOConfig(epochs=2)
     )
     for i in range(2):
         learner.ppo_step(synthetic_batch(seed=i, version=i))
@@ -210,9 +219,10 @@ def test_lora_reference_is_base_model_and_export_merges(make_learner, tiny_model
     attn = torch.ones_like(ids)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad():
-        ref_logits = learner._reference_logits(ids, attn)
+        (ref,) = learner.backend.forward(ids, attn, [0], train=False, reference=True)
+        (policy,) = learner.backend.forward(ids, attn, [0], train=False, values=False)
+        ref_logits, policy_logits = ref.logits, policy.logits
         base_logits = base(input_ids=ids).logits
-        policy_logits, _ = learner.engine(ids, attn, False)
     torch.testing.assert_close(ref_logits, base_logits, rtol=1e-5, atol=1e-5)
     assert (policy_logits - base_logits).abs().max() > 1e-3  # adapters trained
 
@@ -290,7 +300,7 @@ from test_learner import synthetic_batch
 from actorlearner.learner import LearnerConfig
 from actorlearner.learner.deepspeed_backend import DeepSpeedLearner
 learner = DeepSpeedLearner(LearnerConfig(model=sys.argv[1], dtype="bfloat16", zero_stage=2))
-assert learner.device.type == "cuda"
+assert learner.backend.device.type == "cuda"
 metrics = [learner.ppo_step(synthetic_batch(seed=i, version=i)) for i in range(2)]
 print(json.dumps(metrics[-1]))
 """

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from actorlearner.learner import ppo
-from actorlearner.learner.batch import collate, group_ids, split_stale
+from actorlearner.learner.batch import collate, fresh_mask, group_ids, split_stale
 from actorlearner.trajectory import Trajectory
 
 
@@ -79,6 +79,55 @@ def test_clipped_policy_loss_gradient_vanishes_when_clipped():
     terms, _ = ppo.policy_loss(logp, t([0]), t([1]), t([1]), 0.2, 1)
     terms.loss.backward()
     assert logp.grad.item() == 0.0  # ratio 1.5 > 1.2 with A > 0: no push further
+
+
+def test_behaviour_weights_are_clipped_and_one_off_the_mask():
+    proximal = torch.log(t([0.5, 0.2, 0.9]))
+    behaviour = torch.log(t([0.25, 0.4, 0.1]))
+    weights = ppo.behaviour_weights(proximal, behaviour, t([1, 1, 0]), cap=1.5)
+    # 0.5/0.25 = 2 -> capped at 1.5; 0.2/0.4 = 0.5; masked -> 1
+    torch.testing.assert_close(weights, t([1.5, 0.5, 1.0]))
+
+
+def test_decoupled_policy_loss_and_gradient():
+    logp = torch.log(t([0.6, 0.9, 0.3])).requires_grad_()
+    proximal = torch.log(t([0.5, 0.6, 0.5]))
+    behaviour = torch.log(t([0.25, 0.6, 1.0]))
+    adv, mask = t([1, 2, -1]), t([1, 1, 1])
+    terms, clipped = ppo.decoupled_policy_loss(
+        logp, proximal, behaviour, adv, mask, clip_ratio=0.2, cap=1.5, normalizer=2
+    )
+    # tok 1: r = 0.6/0.5 = 1.2, max(-1.2, -1.2) = -1.2; w = min(0.5/0.25, 1.5) = 1.5 -> -1.8
+    # tok 2: r = 1.5, max(-3.0, -2*1.2) = -2.4 (clipped); w = 1 -> -2.4
+    # tok 3: r = 0.6, A = -1: max(0.6, 0.8) = 0.8 (clipped); w = 0.5/1 = 0.5 -> 0.4
+    # (-1.8 - 2.4 + 0.4) / 2 = -1.9
+    assert terms.loss.item() == pytest.approx(-1.9)
+    assert terms.token_sum.item() == pytest.approx(-3.8)
+    assert clipped.item() == 2
+    terms.loss.backward()
+    # d/dlogp of -w A r = -w A r on unclipped tokens (tok 1: -1.5 * 1 * 1.2), 0 when clipped
+    torch.testing.assert_close(logp.grad, t([-1.8 / 2, 0, 0]))
+
+
+def test_decoupled_loss_is_plain_ppo_when_behaviour_is_proximal():
+    logp, old = torch.log(t([1.5, 0.5, 1.1])), t([0, 0, 0])
+    adv, mask = t([1, -1, 2]), t([1, 1, 1])
+    plain, _ = ppo.policy_loss(logp, old, adv, mask, 0.2, 3)
+    decoupled, _ = ppo.decoupled_policy_loss(logp, old, old, adv, mask, 0.2, 2.0, 3)
+    assert decoupled.loss.item() == pytest.approx(plain.loss.item())
+
+
+def test_truncated_importance_sampling_loss_and_gradient():
+    logp = torch.log(t([0.6, 0.2])).requires_grad_()
+    behaviour = torch.log(t([0.3, 0.4]))
+    adv, mask = t([1, -2]), t([1, 1])
+    terms, truncated = ppo.tis_policy_loss(logp, behaviour, adv, mask, cap=1.5, normalizer=1)
+    # tok 1: rho = 2 -> 1.5; -A * 1.5 = -1.5.   tok 2: rho = 0.5; -(-2) * 0.5 = 1.0
+    assert terms.loss.item() == pytest.approx(-0.5)
+    assert truncated.item() == 1
+    terms.loss.backward()
+    # the weight is held constant: d/dlogp = -A * min(rho, cap) (still pushes past the cap)
+    torch.testing.assert_close(logp.grad, t([-1.5, 1.0]))
 
 
 def test_clipped_value_loss():
@@ -206,6 +255,25 @@ def test_staleness_filter_counts_dropped():
     kept, dropped = split_stale(trajs, current_version=3, max_staleness=1)
     assert [k.policy_version for k in kept] == [2, 3]
     assert dropped == 2
+
+
+def test_tokens_keep_their_versions_and_stale_turns_leave_the_loss():
+    # turn 1 (tokens 1-2) sampled by version 1, turn 2 (token 4) by version 3
+    late = _traj(versions=[1, 1, 1, 3, 3], version=1)
+    old = _traj(version=0)
+    kept, dropped = split_stale([late, old], current_version=3, max_staleness=1)
+    assert kept == [late] and dropped == 1  # one fresh token is enough to keep an episode
+    batch = collate(kept, pad_id=0)
+    assert batch.versions.tolist() == [[1, 1, 3, 3]]
+    assert batch.action_mask.tolist() == [[1, 1, 0, 1]]
+    assert fresh_mask(batch, current_version=3, max_staleness=1).tolist() == [[0, 0, 0, 1]]
+    assert fresh_mask(batch, current_version=3, max_staleness=2).tolist() == [[1, 1, 0, 1]]
+
+
+def test_trajectory_versions_default_to_its_policy_version():
+    assert _traj(version=4).versions == [4] * 5
+    with pytest.raises(ValueError, match="versions=2"):
+        _traj(versions=[0, 0])
 
 
 def test_reward_trend_reads_through_noise():
