@@ -77,21 +77,36 @@ def prune(root: str | Path, keep: int) -> list[Path]:
     return doomed
 
 
+_STOP_REQUESTED = False
+
+
+def stop_requested() -> bool:
+    """Whether any StopFlag of this process has seen a stop signal (`ray job stop`,
+    preemption): the driver then exits after the checkpoint instead of moving on."""
+    return _STOP_REQUESTED
+
+
 class StopFlag:
     """Set on SIGTERM/SIGINT; training loops check it, save, and exit cleanly."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
         self.requested = False
-        self._previous = {}
+        self._previous: dict[int, Any] = {}
         for sig in signals:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: signals cannot be caught here
                 pass
 
-    def _handle(self, signum, frame) -> None:
-        del signum, frame
-        self.requested = True
+    def _handle(self, signum: int, frame: object) -> None:
+        global _STOP_REQUESTED
+        del frame
+        self.requested = _STOP_REQUESTED = True
+        print(
+            f"received {signal.Signals(signum).name}: saving a checkpoint after the current "
+            "iteration, then stopping (run the same command again to resume)",
+            flush=True,
+        )
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -84,8 +84,10 @@ def play(
     sampling: SamplingParams,
     num_envs: int = 16,
     env_kwargs: dict | None = None,
+    overlap: bool | str | None = None,
 ) -> list[EpisodeRecord]:
-    """Play one episode per (task, start program) for up to `rounds` replies."""
+    """Play one episode per (task, start program) for up to `rounds` replies. `overlap`
+    (default: on with several envs) splits each round's batch to hide sandbox time."""
     from actorlearner.rollout.runner import EpisodeRunner
 
     records: list[EpisodeRecord] = []
@@ -109,7 +111,8 @@ def play(
         )
         for _ in range(min(num_envs, total))
     ]
-    runner = EpisodeRunner(engine, tokenizer, envs, overlap=len(envs) > 1, seed=0)
+    split = len(envs) > 1 if overlap is None else overlap
+    runner = EpisodeRunner(engine, tokenizer, envs, overlap=split, seed=0)
     try:
         trajectories = runner.run(total, sampling)
     finally:
@@ -202,6 +205,32 @@ def initial_verdicts(
     return out
 
 
+def play_depth(
+    engine: Engine,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    rounds: int,
+    samples_per_task: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 256,
+    num_envs: int = 16,
+    seed: int = 0,
+    overlap: bool | str | None = None,
+) -> tuple[list[EpisodeRecord], dict[str, list[bool]]]:
+    """The episodes of one problem set and which starting programs already pass."""
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    starts = initial_programs(engine, tokenizer, problems, samples_per_task, sampling)
+    passed = initial_verdicts(problems, starts)
+    failing = {
+        t: [c for c, ok in zip(codes, passed[t], strict=True) if not ok]
+        for t, codes in starts.items()
+    }
+    records = play(
+        engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs, overlap=overlap
+    )
+    return records, passed
+
+
 def evaluate_depth(
     engine: Engine,
     tokenizer: Any,
@@ -216,14 +245,10 @@ def evaluate_depth(
 ) -> dict[str, Any]:
     """Metrics for one benchmark: pass@1/pass@10 per round 0..R and refinement success;
     with `judge` (a TeacherConfig), also the judge's explanation scores (first replies)."""
-    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    starts = initial_programs(engine, tokenizer, problems, samples_per_task, sampling)
-    passed = initial_verdicts(problems, starts)
-    failing = {
-        t: [c for c, ok in zip(codes, passed[t], strict=True) if not ok]
-        for t, codes in starts.items()
-    }
-    records = play(engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs)
+    records, passed = play_depth(
+        engine, tokenizer, problems, rounds, samples_per_task, temperature, max_new_tokens,
+        num_envs, seed,
+    )  # fmt: skip
     metrics = depth_metrics(records, passed, rounds)
     if judge is not None:
         metrics["judge"] = judge_first_replies(records, problems, judge, seed)
@@ -256,26 +281,22 @@ def evaluate_model(
     max_problems: int = 0,
     judge: Any = None,
     seed: int = 0,
+    address: str = "",
 ) -> dict[str, dict[str, Any]]:
-    """The refinement-depth benchmark of one model on several problem sets."""
-    from actorlearner.engines import make_engine
+    """The refinement-depth benchmark of one model on several problem sets, played on
+    the Ray cluster `address` names (default: a private local one, stopped after)."""
+    from actorlearner.pipeline.cluster_eval import DepthSettings, EvalJob, evaluate_jobs
+    from actorlearner.pipeline.run import worker_env
+    from actorlearner.raycluster import RayRun
     from envs.sources import load_problems
 
-    engine = make_engine(engine_kind, model_path)
-    results: dict[str, dict[str, Any]] = {}
+    settings = DepthSettings(rounds, samples_per_task, temperature, max_new_tokens, seed)
+    jobs = []
     for spec in specs:
         problems = load_problems(spec)
-        if max_problems:
-            problems = problems[:max_problems]
-        results[spec] = evaluate_depth(
-            engine,
-            engine.tokenizer,  # type: ignore[attr-defined]
-            problems,
-            rounds,
-            samples_per_task,
-            temperature,
-            max_new_tokens,
-            seed=seed,
-            judge=judge,
+        jobs.append(
+            EvalJob(spec, model_path, problems[:max_problems] if max_problems else problems)
         )
-    return results
+    with RayRun(address, runtime_env=worker_env()):
+        results = evaluate_jobs(jobs, settings, engine_kind, judge=judge)
+    return {spec: results[(model_path, spec)] for spec in specs}

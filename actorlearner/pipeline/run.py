@@ -6,8 +6,10 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from actorlearner.config import ConfigError, RunConfig, to_yaml
+from actorlearner.learner.checkpoint import stop_requested
 from actorlearner.pipeline.plan import check_fits, make_plan
 from actorlearner.pipeline.report import write_json_atomic
 from actorlearner.pipeline.state import RunState
@@ -24,15 +26,22 @@ def resolve_model_path(path: str) -> str:
     return path
 
 
-def init_ray(cfg: RunConfig):
-    """Join the cluster of `ray job submit` / `ray start`, or start a local one."""
+def worker_env(imports: list[str] | None = None) -> dict[str, Any]:
+    """The runtime env of a run's Ray workers: quiet libraries, one thread unless told,
+    and the run's `imports` imported in every worker before it runs anything."""
+    from actorlearner.cli import QUIET_ENV
+    from actorlearner.userimports import runtime_env
+
+    return runtime_env(list(imports or []), {**QUIET_ENV, "OMP_NUM_THREADS": "1"})
+
+
+def init_ray(cfg: RunConfig) -> Any:
+    """Join the cluster the run is told to join, else start a private one (see raycluster)."""
     import ray
 
-    from actorlearner.cli import QUIET_ENV
     from actorlearner.raycluster import start_or_join
 
-    env = {"env_vars": {**QUIET_ENV, "OMP_NUM_THREADS": "1"}}
-    start_or_join(cfg.ray.address, cfg.ray.num_cpus, runtime_env=env)
+    start_or_join(cfg.ray.address, cfg.ray.num_cpus, runtime_env=worker_env(cfg.imports))
     return ray
 
 
@@ -46,7 +55,7 @@ def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool =
     plan = make_plan(cfg)
     ray = init_ray(cfg)
     check_fits(plan, ray.cluster_resources())
-    state = RunState(run_dir)
+    state = RunState(run_dir, resume=resume)
     timings: dict[str, float] = (
         json.loads((run_dir / "timings.json").read_text())
         if (run_dir / "timings.json").exists()
@@ -61,6 +70,8 @@ def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool =
             raise ConfigError(f"unknown stage {stage!r}")
         start = time.perf_counter()
         outputs = fn(cfg, state)
+        if stop_requested():  # the stage saved its checkpoint; it is not done
+            raise SystemExit(f"stopped during {stage}: run the same command again to resume")
         timings[stage] = round(time.perf_counter() - start, 1)
         state.mark_done(stage, outputs)
         write_json_atomic(run_dir / "timings.json", timings)

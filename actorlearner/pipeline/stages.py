@@ -3,6 +3,7 @@ the outputs the later stages read (paths of datasets and models)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from actorlearner.config import RunConfig
+from actorlearner.learner.checkpoint import stop_requested
 from actorlearner.pipeline.paired import compare_stages, paired_lines
 from actorlearner.pipeline.plan import make_plan, placement_for
 from actorlearner.pipeline.report import plot_depth, print_table, write_json_atomic
@@ -41,8 +43,7 @@ def run_collect(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     from actorlearner.collect.runner import run_collect as collect
 
     out = cfg.run_dir / "data"
-    ccfg = from_run_config(cfg, str(out))
-    ccfg.policy = resolve_model_path(cfg.model.path)
+    ccfg = from_run_config(cfg, str(out), resolve_model_path(cfg.model.path))
     summary = collect(ccfg)
     return {
         "dir": str(out),
@@ -63,60 +64,91 @@ def models_to_evaluate(cfg: RunConfig, state: RunState) -> dict[str, str]:
     return models
 
 
-def judge_config(cfg: RunConfig):
+def judge_config(cfg: RunConfig) -> Any:
     """The explanation judge's endpoint, when the config names one."""
-    j = cfg.evaluate.judge
-    if not j.url:
-        return None
-    from actorlearner.teacher import TeacherConfig
+    return cfg.evaluate.judge
 
-    return TeacherConfig(base_url=j.url, model=j.model, api_key_env=j.api_key_env)
+
+def eval_settings(cfg: RunConfig, model: str, bench: str, num_problems: int) -> dict[str, Any]:
+    """Everything a cached evaluation number depends on: a cache computed otherwise is stale."""
+    ev, judge = cfg.evaluate, cfg.evaluate.judge
+    return {
+        "model": model,
+        "benchmark": bench,
+        "num_problems": num_problems,
+        "max_problems": ev.max_problems,
+        "rounds": ev.rounds,
+        "samples_per_task": ev.samples_per_task,
+        "temperature": ev.temperature,
+        "max_new_tokens": ev.max_new_tokens,
+        "seed": cfg.seed,
+        "engine": eval_engine(cfg),
+        "judge": f"{judge.model}@{judge.base_url}" if judge else None,
+    }
+
+
+def eval_engine(cfg: RunConfig) -> str:
+    return cfg.rollout.engine if cfg.rollout.engine == "vllm" else "hf"
+
+
+def cached_result(path: Path, settings: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """A cached result computed with exactly `settings` (never when not resuming)."""
+    if not resume or not path.exists():
+        return None
+    cached = json.loads(path.read_text())
+    if cached.get("settings") != settings:
+        log.info("%s was computed with other settings; recomputing", path.name)
+        return None
+    return cached
 
 
 def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
-    """Refinement-depth evaluation of every model of the run on every benchmark."""
-    import torch
-
-    from actorlearner.engines import make_engine
-    from actorlearner.pipeline.depth import evaluate_depth
+    """Refinement-depth evaluation of every model of the run on every benchmark, on the
+    cluster's workers; finished (model, benchmark) results are cached with their settings."""
+    from actorlearner.pipeline.cluster_eval import (
+        DepthSettings,
+        EvalJob,
+        WorkerShape,
+        evaluate_jobs,
+    )
 
     ev = cfg.evaluate
     cache_dir = cfg.run_dir / "eval"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, cfg.ray.num_cpus or torch.get_num_threads()))
+    problem_sets = {b: _eval_problems(cfg, b) for b in ev.benchmarks}
     results: dict[str, dict[str, Any]] = {}
+    jobs, where = [], {}
     for name, path in models_to_evaluate(cfg, state).items():
-        engine = None
-        for bench in ev.benchmarks:
+        for bench, problems in problem_sets.items():
+            settings = eval_settings(cfg, path, bench, len(problems))
             cached = cache_dir / f"{name}__{bench.replace(':', '_').replace('/', '_')}.json"
-            if cached.exists():  # an interrupted evaluation resumes here
-                results.setdefault(name, {})[bench] = json.loads(cached.read_text())
-                continue
-            if engine is None:
-                engine = make_engine(
-                    cfg.rollout.engine if cfg.rollout.engine == "vllm" else "hf", path
-                )
-            problems = load_problem_set(cfg, bench)
-            if ev.max_problems:
-                problems = problems[: ev.max_problems]
-            start = time.perf_counter()
-            metrics = evaluate_depth(
-                engine,
-                engine.tokenizer,  # type: ignore[attr-defined]
-                problems,
-                rounds=ev.rounds,
-                samples_per_task=ev.samples_per_task,
-                temperature=ev.temperature,
-                max_new_tokens=ev.max_new_tokens,
-                seed=cfg.seed,
-                judge=judge_config(cfg),
-            )
-            metrics["eval_s"] = round(time.perf_counter() - start, 1)
-            write_json_atomic(cached, metrics)
-            results.setdefault(name, {})[bench] = metrics
-            log.info("%s on %s: pass@1 by round %s", name, bench, metrics["pass@1"])
+            hit = cached_result(cached, settings, state.resume)
+            results.setdefault(name, {})[bench] = hit
+            if hit is None:
+                jobs.append(EvalJob(bench, path, problems))
+                where[(path, bench)] = (name, cached, settings)
+
+    def store(job: EvalJob, metrics: dict[str, Any]) -> None:
+        name, cached, settings = where[(job.model, job.benchmark)]
+        metrics["settings"] = settings
+        write_json_atomic(cached, metrics)
+        results[name][job.benchmark] = metrics
+        log.info("%s on %s: pass@1 by round %s", name, job.benchmark, metrics["pass@1"])
+
+    if jobs:
+        r = cfg.rollout
+        depth = DepthSettings(
+            ev.rounds, ev.samples_per_task, ev.temperature, ev.max_new_tokens, cfg.seed
+        )
+        shape = WorkerShape(r.num_cpus_per_actor, r.num_gpus_per_actor)
+        evaluate_jobs(jobs, depth, eval_engine(cfg), shape, judge_config(cfg), on_result=store)
     write_summary(cfg, state, results)
     return {"summary": str(cfg.run_dir / "summary.json")}
+
+
+def _eval_problems(cfg: RunConfig, bench: str) -> list:
+    problems = load_problem_set(cfg, bench)
+    return problems[: cfg.evaluate.max_problems] if cfg.evaluate.max_problems else problems
 
 
 def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, Any]]) -> None:
@@ -138,10 +170,37 @@ def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, 
     write_json_atomic(run_dir / "summary.json", summary)
     plot_depth(results, run_dir / "depth.png")
     table = print_table(results)
-    notes = _training_lines(summary["sft"], summary["train"])
+    notes = settings_lines(results) + _training_lines(summary["sft"], summary["train"])
     notes += "".join(f"{line}\n" for line in paired_lines(summary["paired"]))
     print(notes, end="")  # below the table just printed
     (run_dir / "summary.txt").write_text(table + notes)
+
+
+def settings_lines(results: dict[str, dict[str, Any]]) -> str:
+    """How each number was computed: one line per benchmark, or per model where they differ."""
+    lines = []
+    for bench in dict.fromkeys(b for per in results.values() for b in per):
+        seen = {
+            model: _describe(per[bench].get("settings"))
+            for model, per in results.items()
+            if bench in per
+        }
+        if len(set(seen.values())) == 1:
+            lines.append(f"{bench}: {next(iter(seen.values()))}")
+        else:
+            lines += [f"{bench}, {model}: {text}" for model, text in seen.items()]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _describe(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "settings not recorded (computed before settings were cached)"
+    mode = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}"
+    text = (
+        f"{s['num_problems']} problems, {s['rounds']} rounds, {s['samples_per_task']} "
+        f"sample(s) per task, {mode}, max_new_tokens {s['max_new_tokens']}, seed {s['seed']}"
+    )
+    return text + (f", judge {s['judge']}" if s.get("judge") else "")
 
 
 def _training_lines(sft: dict[str, Any], train: dict[str, Any]) -> str:
@@ -192,12 +251,18 @@ def run_sft(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     from actorlearner.metrics import MetricsLogger
     from actorlearner.pipeline.components import learner_config
 
-    data_path = state.output("collect").get("sft") or str(cfg.run_dir / "data" / "sft.jsonl")
-    if not Path(data_path).exists():
-        raise FileNotFoundError(f"no SFT data at {data_path}: run the collect stage first")
+    collected = state.output("collect").get("sft") or str(cfg.run_dir / "data" / "sft.jsonl")
+    data_path = cfg.sft.data or collected  # sft.data: bring your own SFT JSONL
+    if not Path(data_path).is_file() or not Path(data_path).stat().st_size:
+        from actorlearner.config import ConfigError
+
+        raise ConfigError(
+            f"no SFT data in {data_path}: run the collect stage first (actorlearner collect or "
+            "pipeline with the same config), or set sft.data to your own SFT JSONL"
+        )
     ckpt = cfg.run_dir / "checkpoints" / "sft"
-    lcfg = learner_config(cfg, resolve_model_path(cfg.model.path), ckpt, cfg.sft.lr)
-    lcfg.sft.data = data_path
+    lcfg = learner_config(cfg, resolve_model_path(cfg.model.path), ckpt, "sft")
+    lcfg.sft = dataclasses.replace(lcfg.sft, data=data_path)
     # No rollout actors run during SFT: the learner ranks share all the CPUs of the plan.
     cpus = cfg.sft.cpu_threads or make_plan(cfg).cpus / cfg.learner.num_ranks
     placement = placement_for(cfg, with_rollout=False, cpus_per_rank=cpus)  # a GPU per rank
@@ -258,7 +323,7 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     pool = state.output("collect").get("pool")
     pool = pool if pool and Path(pool).exists() and Path(pool).stat().st_size else None
     ckpt = cfg.run_dir / "checkpoints" / "ppo"
-    lcfg = learner_config(cfg, model, ckpt, cfg.train.lr)
+    lcfg = learner_config(cfg, model, ckpt, "ppo")
     placement = placement_for(cfg)  # one bundle per GPU: a rank and the actor sharing it
     learner = LearnerGroup(
         lcfg,
@@ -270,7 +335,7 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     rollouts = RolloutGroup(rollout_config(cfg, model, train_problems(cfg), pool), placement)
     logger = MetricsLogger(cfg.run_dir / "tb")
     try:
-        rollouts.wait_ready()
+        actors = actor_nodes(rollouts.wait_ready())
         t = cfg.train
         stats = ppo_loop(
             rollouts,
@@ -283,12 +348,30 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
             t.checkpoint_every,
             t.probe_episodes,
         )
+        actors = _latest_nodes(rollouts, actors)
         out = cfg.run_dir / "models" / "ppo"
-        learner.export_hf(out, merge_lora=True)
+        if not stop_requested():  # a stopped run resumes from its checkpoint instead
+            learner.export_hf(out, merge_lora=True)
     finally:
         rollouts.shutdown()
         learner.shutdown()
         logger.close()
         if placement is not None:
             placement.remove()
-    return {"model": str(out), "mode": cfg.train.mode, **stats.summary()}
+    faults = dict(rollouts.stats)
+    return {"model": str(out), "mode": cfg.train.mode, "actors": actors, "faults": faults,
+            **stats.summary()}  # fmt: skip
+
+
+def actor_nodes(info: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where each rollout actor (and so its envs and sandbox) ran."""
+    return [{k: i.get(k) for k in ("index", "node_id", "node_ip", "pid")} for i in info]
+
+
+def _latest_nodes(rollouts: Any, before: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The actors' nodes at the end (a replaced actor may have moved); `before` if
+    some actor cannot answer (its node is gone)."""
+    try:
+        return actor_nodes(rollouts.info(timeout_s=10.0))
+    except Exception:
+        return before

@@ -10,7 +10,10 @@ from actorlearner.pipeline.report import write_json_atomic
 
 
 class RunState:
-    def __init__(self, run_dir: Path):
+    """Finished stages and their outputs; `resume` says whether caches may be reused."""
+
+    def __init__(self, run_dir: Path, resume: bool = True):
+        self.resume = resume
         self.path = run_dir / "state.json"
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data.setdefault("done", {})

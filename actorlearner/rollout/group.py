@@ -79,7 +79,8 @@ class RolloutGroup:
             num_gpus=self.cfg.num_gpus_per_actor,
             max_restarts=self.cfg.max_restarts,
             max_task_retries=0,  # the group retries chunks itself, with fresh weights
-            scheduling_strategy=strategy,
+            # without a placement group, spread the actors (and their sandboxes) over the nodes
+            scheduling_strategy=strategy or "SPREAD",
         ).remote(actor_config(self.cfg, index), index)
 
     @property

@@ -146,3 +146,45 @@ def test_evaluate_model_cli(tiny_model_dir, tmp_path):
     )
     text = " ".join(missing.output.replace("│", " ").split())  # the error box wraps lines
     assert missing.exit_code == 2 and "nope' does not exist" in text, missing.output
+
+
+def test_cluster_evaluation_matches_in_process(tiny_model_dir):
+    """Greedy evaluation on Ray workers (two shards, one batch per round each) gives the
+    same replies and metrics as the in-process run with its 16-env batches."""
+    import ray
+
+    from actorlearner.engines import make_engine
+    from actorlearner.pipeline.cluster_eval import (
+        DepthSettings,
+        EvalJob,
+        evaluate_jobs,
+        merge,
+        play_shard,
+        shards,
+    )
+    from actorlearner.pipeline.depth import depth_metrics, play_depth
+    from actorlearner.pipeline.run import worker_env
+    from actorlearner.raycluster import RayRun
+    from envs.sources import load_problems
+
+    problems = load_problems("synthetic:test", n=6, seed=1)
+    settings = DepthSettings(rounds=2, max_new_tokens=12)
+    engine = make_engine("hf", str(tiny_model_dir))
+    local = play_depth(engine, engine.tokenizer, problems, 2, max_new_tokens=12)  # type: ignore[attr-defined]
+    with RayRun("local", num_cpus=2, runtime_env=worker_env()):
+        task = ray.remote(play_shard)
+        parts = ray.get(
+            [task.remote(str(tiny_model_dir), "hf", s, settings) for s in shards(problems, 2)]
+        )
+        remote = merge(problems, [(r, p) for r, p, _ in parts])
+        jobs = [EvalJob("synthetic:test", str(tiny_model_dir), problems)]
+        metrics = evaluate_jobs(jobs, settings)[(str(tiny_model_dir), "synthetic:test")]
+
+    def replies(records):
+        return sorted((r.task_id, r.solved_at, r.replies) for r in records)
+
+    assert len(parts) == 2 and replies(remote[0]) == replies(local[0])
+    assert all(r.replies for r in local[0])  # real replies were compared
+    assert remote[1] == local[1]
+    assert metrics.pop("workers") == 2 and metrics.pop("eval_s") > 0
+    assert metrics == depth_metrics(*local, rounds=2)
