@@ -91,8 +91,21 @@ class RolloutWorker:
             "pid": os.getpid(),
             "version": self.engine.version,
             "timings": dict(self.runner.timings),
+            **_node(),
         }
 
     def exit(self) -> None:
         """Die abruptly (for fault-handling tests and drills)."""
         os._exit(1)
+
+
+def _node() -> dict[str, Any]:
+    """The Ray node this worker runs on (empty outside Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+    }
