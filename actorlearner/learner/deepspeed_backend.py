@@ -20,12 +20,12 @@ from actorlearner.learner.backend import Micro
 from actorlearner.learner.batch import chunks, rank_share
 from actorlearner.learner.config import LearnerConfig, resolve_deepspeed_config
 from actorlearner.learner.distributed import barrier, init_distributed
+from actorlearner.learner.export import gather_state
 from actorlearner.learner.learner import Learner
 from actorlearner.learner.policy import (
     PolicyWithValue,
     base_lm,
     build_policy,
-    merged_state_dict,
 )
 
 
@@ -189,19 +189,23 @@ class DeepSpeedBackend:
         return self.export_hf(directory, merge_lora)
 
     # ------------------------------------------------------- weights & export
-    def _on_rank0_gathered(self, fn):
-        """fn(policy) on rank 0 with full (ZeRO-3 gathered) parameters; None elsewhere. Collective."""
+    def _on_rank0_gathered(self, fn, params: list | None = None):
+        """fn(policy) on rank 0 with `params` (default: all trainable ones and the value
+        head) ZeRO-3 gathered; None elsewhere. Collective."""
         if not self.zero3:
             return fn(self.policy) if self.rank == 0 else None
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(self.policy.parameters()), modifier_rank=None):
+        if params is None:
+            params = [p for p in self.policy.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             return fn(self.policy) if self.rank == 0 else None
 
     def state_dict_for_actors(self) -> dict[str, torch.Tensor] | None:
-        """Full HF-layout weights (LoRA merged) on rank 0, None elsewhere. Collective."""
-        state = self._on_rank0_gathered(merged_state_dict)
-        return {k: v.cpu() for k, v in state.items()} if state is not None else None
+        """Full HF-layout weights (LoRA merged) on rank 0, None elsewhere. Collective; under
+        ZeRO-3 gathered one module at a time, never the whole model (learner/export.py)."""
+        state = gather_state(self.policy, self.zero3, keep=self.rank == 0)
+        return state if self.rank == 0 else None
 
     def export_hf(self, directory: str | Path, merge_lora: bool = True) -> Path | None:
         """Write a `from_pretrained`-loadable model dir (+ tokenizer, value head) on rank 0.
@@ -219,14 +223,15 @@ class DeepSpeedBackend:
             if adapter_only:
                 out.mkdir(parents=True, exist_ok=True)
                 policy.lm.save_pretrained(out)  # PEFT adapter, names the base model
-                return None, head
-            return merged_state_dict(policy), head
+            return head
 
-        result = self._on_rank0_gathered(collect)
+        state = None if adapter_only else self.state_dict_for_actors()
+        head = list(self.policy.value_head.parameters())
+        adapters = [p for p in self.policy.parameters() if p.requires_grad] if adapter_only else []
+        value_head = self._on_rank0_gathered(collect, list(dict.fromkeys(head + adapters)))
         if self.rank != 0:
             barrier()
             return None
-        state, value_head = result
         out.mkdir(parents=True, exist_ok=True)
         if state is not None:
             config = base_lm(self.policy).config
