@@ -1,19 +1,39 @@
-"""The run config: typed dataclasses, loaded from YAML plus `key.sub=value` overrides.
+"""The run config: one typed system for every command.
 
-Validation happens before any work starts: unknown keys name the closest valid key,
-wrong types name the field and the expected type (OmegaConf structured configs).
+`RunConfig` composes the components' own configs, so each default lives in one place:
+`model.lora` is the learner's `LoRAConfig`, `sft` its `SFTConfig`, `learner` its
+`LearnerSettings`, `train` extends its `PPOConfig`, `rollout` is the actors'
+`RolloutSettings` and `collect` the collector's `CollectSettings`. Every command loads
+YAML plus `key.sub=value` overrides through `load_structured`, and validation happens
+before any work starts: unknown keys name the closest valid key, wrong values name the
+field, the value and the expected type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from actorlearner.collect.config import CollectSettings
+from actorlearner.learner.config import (
+    DTYPES,
+    LearnerConfig,
+    LearnerSettings,
+    LoRAConfig,
+    PPOConfig,
+    SFTConfig,
+)
+from actorlearner.rollout.config import ENGINES, RolloutSettings
+from actorlearner.teacher import TeacherConfig
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -21,21 +41,10 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class LoraSettings:
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
-
-
-@dataclass
 class ModelSettings:
     path: str = "base"  # "base" = the shipped small base model; else a local path or hub name
-    dtype: str = "float32"  # float32 | bfloat16 | float16
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    dtype: str = LearnerConfig.dtype  # float32 | bfloat16 | float16
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass
@@ -48,89 +57,33 @@ class DataSettings:
 
 
 @dataclass
-class TeacherSettings:
-    url: str = ""  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
-    model: str = ""
-    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+class EnvSettings:
+    """The Gymnasium env of training, the probe and evaluation (see envs/code_refine.py
+    for the step/info contract a replacement must keep)."""
+
+    id: str = "CodeRefine-v0"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
 
 
 @dataclass
-class CollectSettings:
-    refiner: str = (
-        "reference"  # reference (verified references of synthetic problems) | policy | teacher
-    )
-    samples_per_problem: int = 4  # initial solutions per benchmark problem
-    refinements_per_wrong: int = 2  # K explanation+refinement replies per wrong solution
-    sample_temperature: float = 1.0
-    refine_temperature: float = 0.8
-    max_new_tokens: int = 256
-    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+class TrainConfig(PPOConfig):
+    """The PPO stage: the learner's `PPOConfig` plus the loop around it."""
 
-
-@dataclass
-class SFTSettings:
-    epochs: float = 2.0
-    lr: float = 5e-4
-    batch_tokens: int = 4096  # tokens per optimizer step (packed)
-    max_len: int = 768
-    refine_only: bool = False  # the paper's refine-only variant: loss on the code only
-    warmup_steps: int = 10
-    # CPU threads per learner rank; 0 = share every CPU of the plan (no actors run during
-    # SFT). Set it on a shared machine: torch threads that outnumber free cores stall.
-    cpu_threads: int = 0
-
-
-@dataclass
-class RolloutSettings:
-    num_actors: int = 1
-    envs_per_actor: int = 8
-    engine: str = "hf"  # hf | vllm
-    num_cpus_per_actor: float = 1.0
-    num_gpus_per_actor: float = 0.0  # fractional = colocated with the learner on one GPU
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 192
-
-
-@dataclass
-class LearnerSettings:
-    num_ranks: int = 1
-    num_cpus_per_rank: float = 1.0
-    num_gpus_per_rank: float = 0.0
-    deepspeed_config: str = "configs/deepspeed/zero0.json"
-
-
-@dataclass
-class TrainSettings:
     iterations: int = 10
     episodes_per_iteration: int = 16
     max_turns: int = 2
-    rewards: str = "ledex"  # a reward preset name
+    # a preset name (envs.rewards.PRESETS) or a list of {name, weight, options, span, label};
+    # a preset is expanded to its list when the config loads
+    rewards: Any = "ledex"
     mode: str = "sync"  # sync | async (bounded staleness)
-    max_staleness: int = 1
-    lr: float = 1e-5
-    kl_coef: float = 0.05
-    adaptive_kl: bool = False
-    gamma: float = 0.99
-    lam: float = 0.95
-    epochs: int = 2
-    minibatch_size: int = 8
-    clip_range: float = 0.2
-    value_clip: float = 0.2
-    # The value head shares the policy's trunk: a large value loss early on (returns of
-    # +-10 against a fresh head) can drown the policy gradient and blur the LM.
-    vf_coef: float = 0.1
-    # gae = the paper's critic; group = a per-problem baseline from group_size samples of
-    # each episode start (critic-free, no value loss)
-    advantage: str = "gae"
-    group_size: int = 1  # episodes per drawn start
+    group_size: int = 1  # episodes per drawn start (train.advantage=group needs >= 2)
     # greedy episodes on fixed training starts per policy version (0 = off): a low-noise
     # training curve, never trained on (see actorlearner.pipeline.train_loop)
     probe_episodes: int = 0
-    max_grad_norm: float = 1.0
+    lr: float = LearnerConfig.lr
     # linear lr warm-up over the first PPO optimizer steps (epochs x minibatches per
     # iteration): Adam's first steps move every weight by about lr, whatever its gradient
-    warmup_steps: int = 0
+    warmup_steps: int = LearnerConfig.warmup_steps
     checkpoint_every: int = 5
 
 
@@ -142,13 +95,15 @@ class EvalSettings:
     temperature: float = 0.0  # 0 = greedy (pass@1); > 0 with samples_per_task >= 10 for pass@10
     max_problems: int = 0  # 0 = all
     max_new_tokens: int = 256
-    judge: TeacherSettings = field(default_factory=TeacherSettings)  # optional explanation judge
+    judge: TeacherConfig | None = None  # optional explanation judge (an OpenAI-compatible endpoint)
 
 
 @dataclass
 class RaySettings:
-    address: str = ""  # "" = join $RAY_ADDRESS / a running cluster, else start a local one
-    num_cpus: int = 0  # for a local cluster; 0 = all cores
+    # "" = $RAY_ADDRESS when set (a Ray job's driver), else a private local cluster;
+    # "auto" = the cluster `ray start` registered here; "HOST:PORT"; "local" = always private
+    address: str = ""
+    num_cpus: int = 0  # for a private local cluster; 0 = all cores
 
 
 @dataclass
@@ -157,13 +112,17 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs"
     stages: list[str] = field(default_factory=lambda: ["collect", "sft", "train", "evaluate"])
+    # modules imported in the driver and every Ray worker before anything else, so that
+    # reward terms, problem sources and envs registered by their decorators exist everywhere
+    imports: list[str] = field(default_factory=list)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    env: EnvSettings = field(default_factory=EnvSettings)
     collect: CollectSettings = field(default_factory=CollectSettings)
-    sft: SFTSettings = field(default_factory=SFTSettings)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     learner: LearnerSettings = field(default_factory=LearnerSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
     ray: RaySettings = field(default_factory=RaySettings)
 
@@ -174,36 +133,176 @@ class RunConfig:
 
 STAGES = ("collect", "sft", "train", "evaluate")
 _CHOICES = {
-    "rollout.engine": ("hf", "vllm"),
+    "rollout.engine": ENGINES,
     "train.mode": ("sync", "async"),
     "train.advantage": ("gae", "group"),
+    "train.off_policy": ("none", "decoupled", "tis"),
+    "collect.sampler": ("policy", "teacher"),
     "collect.refiner": ("reference", "policy", "teacher"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": DTYPES,
+}
+# set by the run from another section, so a value here would be silently replaced
+_DERIVED = {
+    "train.temperature": "the learner scores tokens at the sampling temperature: set "
+    "rollout.temperature",
 }
 
 
-def _check_keys(raw: Any, schema: type, prefix: str = "") -> None:
-    """Reject unknown keys, naming the closest valid one."""
+# ----------------------------------------------------------------------------- loading
+def _check_keys(raw: Any, schema: type, prefix: str = "", derived: dict | None = None) -> None:
+    """Reject unknown keys, naming the closest valid one, and keys a run sets itself."""
     if not isinstance(raw, dict):
         return
-    fields = {f.name: f for f in dataclasses.fields(schema)}
+    fields = [f.name for f in dataclasses.fields(schema)]
+    hints = typing.get_type_hints(schema)
     for key, value in raw.items():
         path = f"{prefix}{key}"
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{path}'{hint} (valid: {', '.join(fields)})")
-        sub = fields[key].type
-        sub_type = globals().get(sub) if isinstance(sub, str) else sub
-        if isinstance(sub_type, type) and dataclasses.is_dataclass(sub_type):
-            _check_keys(value, sub_type, path + ".")
+        if derived and path in derived:
+            raise ConfigError(f"'{path}' is not set by hand: {derived[path]}")
+        sub = _dataclass_of(hints[key])
+        if sub is not None:
+            _check_keys(value, sub, path + ".", derived)
 
 
-def _check_values(cfg: RunConfig) -> None:
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass a field holds (also through `X | None`), else None."""
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _omegaconf_error(exc: OmegaConfBaseException) -> ConfigError:
+    """One line that names the field, the value and the expected type."""
+    key = getattr(exc, "full_key", "") or ""
+    msg = str(getattr(exc, "msg", "") or exc).split("\n")[0]
+    return ConfigError(f"{key}: {msg}" if key else msg)
+
+
+def _parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`a.b=value` pairs, values parsed as YAML (`[x, y]`, `{k: v}`, numbers, null)."""
+    pairs = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        try:
+            parsed = OmegaConf.from_dotlist([f"v={value}"])["v"]
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"override {item!r}: value not understood ({exc})") from exc
+        pairs.append((key.strip(), parsed))
+    return pairs
+
+
+def _nested(pairs: list[tuple[str, Any]]) -> dict:
+    """Overrides as a nested dict (list indices as keys), for the unknown-key check."""
+    out: dict = {}
+    for key, value in pairs:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[leaf] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return out
+
+
+def _file_layer(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (see configs/ for the shipped ones)")
+    try:
+        return OmegaConf.load(p)
+    except Exception as exc:  # YAML syntax errors of every kind
+        raise ConfigError(f"{p}: not valid YAML: {exc}".split("\n")[0]) from exc
+
+
+def load_structured(
+    schema: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    prepare: Any = None,
+    check: Any = None,
+) -> T:
+    """Load `schema` from YAML plus `a.b=value` overrides: the one loader of every command.
+
+    `prepare(merged)`, if given, runs on the merged config before and after the
+    overrides (a run imports its modules and expands a reward preset there, so that an
+    override can address a preset's terms, e.g. `train.rewards.1.weight=2`); `check(merged)`
+    runs last, before the component configs' own checks, so its errors name the key."""
+    derived = _DERIVED if schema is RunConfig else None
+    layer = _file_layer(path) if path is not None else None
+    pairs = _parse_overrides(overrides or [])
+    if layer is not None:
+        _check_keys(OmegaConf.to_container(layer), schema, derived=derived)
+    _check_keys(_nested(pairs), schema, derived=derived)
+    try:
+        merged = OmegaConf.structured(schema)
+        if layer is not None:
+            merged = OmegaConf.merge(merged, layer)
+        if prepare is not None:
+            prepare(merged)
+        for key, value in pairs:
+            OmegaConf.update(merged, key, value, merge=not OmegaConf.is_list(value))
+        if prepare is not None:
+            prepare(merged)
+        if check is not None:
+            check(merged)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(exc) from exc
+    except ValueError as exc:  # a component config's own __post_init__ check
+        raise ConfigError(str(exc)) from exc
+    assert isinstance(obj, schema)
+    return obj
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config, apply `a.b=value` overrides, validate, return a RunConfig.
+
+    The config's `imports` are imported first, so the reward terms and env ids they
+    register can be named (and checked) in the same config."""
+    from actorlearner.userimports import import_modules
+
+    def prepare(merged: Any) -> None:
+        import_modules(list(merged.imports))
+        _expand_reward_preset(merged)
+
+    cfg = load_structured(RunConfig, path, overrides, prepare, _check_choices)
+    validate(cfg)
+    return cfg
+
+
+def _check_choices(root: Any) -> None:
     for key, allowed in _CHOICES.items():
-        value = OmegaConf.select(OmegaConf.structured(cfg), key)
+        value = OmegaConf.select(root, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _expand_reward_preset(merged: Any) -> None:
+    rewards = merged.train.rewards
+    if isinstance(rewards, str):
+        from envs.rewards import PRESETS
+
+        if rewards not in PRESETS:
+            raise ConfigError(
+                f"train.rewards={rewards!r} is not a preset ({', '.join(sorted(PRESETS))}); "
+                "give a preset name or a list of {name, weight, options}"
+            )
+        merged.train.rewards = [dict(t) for t in PRESETS[rewards]]
+
+
+# ----------------------------------------------------------------------------- validation
+def validate(cfg: RunConfig) -> None:
+    """Cross-field and registry checks (types were checked while loading)."""
+    _check_choices(OmegaConf.structured(cfg))
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         raise ConfigError(f"unknown stage(s) {bad}; stages are {', '.join(STAGES)}")
@@ -212,6 +311,7 @@ def _check_values(cfg: RunConfig) -> None:
         "rollout.envs_per_actor": cfg.rollout.envs_per_actor,
         "learner.num_ranks": cfg.learner.num_ranks,
         "train.max_turns": cfg.train.max_turns,
+        "train.num_minibatches": cfg.train.num_minibatches,
         "evaluate.samples_per_task": cfg.evaluate.samples_per_task,
         "train.group_size": cfg.train.group_size,
     }
@@ -219,9 +319,11 @@ def _check_values(cfg: RunConfig) -> None:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     _check_groups(cfg.train)
+    _check_rewards(cfg.train.rewards)
+    _check_env(cfg.env)
 
 
-def _check_groups(t: TrainSettings) -> None:
+def _check_groups(t: TrainConfig) -> None:
     if t.probe_episodes < 0:
         raise ConfigError(
             f"train.probe_episodes must be >= 0 (0 = no probe), got {t.probe_episodes}"
@@ -238,33 +340,32 @@ def _check_groups(t: TrainSettings) -> None:
         )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config, apply `a.b=value` overrides, validate, return a RunConfig."""
-    base = OmegaConf.structured(RunConfig)
-    layers = []
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p} (see configs/ for the shipped ones)")
-        raw = OmegaConf.to_container(OmegaConf.load(p))
-        _check_keys(raw, RunConfig)
-        layers.append(OmegaConf.create(raw))
-    if overrides:
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like key.sub=value")
-        dot = OmegaConf.from_dotlist(list(overrides))
-        _check_keys(OmegaConf.to_container(dot), RunConfig)
-        layers.append(dot)
+def _check_rewards(rewards: Any) -> None:
+    from envs.rewards import CompositeReward
+
     try:
-        merged = OmegaConf.merge(base, *layers)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid config value: {exc}".split("\n    full_key")[0]) from exc
-    cfg = OmegaConf.to_object(merged)
-    assert isinstance(cfg, RunConfig)
-    _check_values(cfg)
-    return cfg
+        CompositeReward(rewards)
+    except (KeyError, ValueError, TypeError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        raise ConfigError(f"train.rewards: {message}") from exc
 
 
-def to_yaml(cfg: RunConfig) -> str:
+def _check_env(env: EnvSettings) -> None:
+    import gymnasium
+
+    import envs  # noqa: F401  (registers CodeRefine-v0)
+
+    if env.id not in gymnasium.registry:
+        raise ConfigError(
+            f"env.id={env.id!r} is not a registered Gymnasium id; register it with "
+            "gymnasium.register(...) in a module named in `imports`"
+        )
+
+
+def reward_terms(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The run's reward terms as plain dicts (presets are expanded while loading)."""
+    return [dict(t) for t in cfg.train.rewards]
+
+
+def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -83,7 +83,9 @@ def ray_actor(model_path, env_kwargs, batch, episodes, sampling, overlap):
         envs_per_actor=batch,
         num_cpus_per_actor=0.5,  # two groups share the 2-CPU Ray node; one runs at a time
         env_kwargs=env_kwargs,
-        sampling=sampling,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
         overlap_env=overlap,
     )
     group = RolloutGroup(cfg)

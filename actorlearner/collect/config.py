@@ -15,17 +15,11 @@ REFINERS = ("reference", "policy", "teacher")
 
 
 @dataclass
-class CollectConfig:
-    problems: list[str] = field(default_factory=lambda: ["mbpp:train"])  # specs or JSONL paths
-    out: str = "runs/collect"
-    max_problems: int = 0  # per source; 0 = all
-    problem_limits: dict[str, int] = field(
-        default_factory=dict
-    )  # spec -> cap (overrides max_problems)
-    source_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec -> loader kwargs
-    seed: int = 0
+class CollectSettings:
+    """What collection produces and how fast: the run config's `collect:` section.
+    Defaults are the paper's (20 samples at T=1.0, K=10 replies at T=0.8)."""
 
-    # Step 1: initial solutions (paper: 20 samples at T=1.0, 3-shot with MBPP prompts 2-4).
+    # Step 1: initial solutions (3-shot with MBPP prompts 2-4).
     sampler: str = "policy"  # policy | teacher
     samples_per_problem: int = 20
     sample_temperature: float = 1.0
@@ -34,16 +28,11 @@ class CollectConfig:
     few_shot_ids: list[str] = field(default_factory=lambda: ["2", "3", "4"])  # task ids ending so
     sample_given: bool = False  # also sample when a problem carries its own buggy program
 
-    # Step 3: explanation + refinement replies (paper: K=10 at T=0.8).
+    # Step 3: explanation + refinement replies.
     refiner: str = "teacher"  # reference (given references only) | policy | teacher
     refinements_per_wrong: int = 10
     refine_temperature: float = 0.8
     refine_max_tokens: int = 768
-
-    # Models.
-    policy: str = ""  # local path (or hub name) of the policy, for sampler/refiner=policy
-    engine: str = "hf"
-    dtype: str = "auto"
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     # Execution and data.
@@ -55,6 +44,23 @@ class CollectConfig:
     num_workers: int = 2  # Ray actors; 0 = run in this process (debugging)
     cpus_per_worker: float = 1.0
     units_per_worker: int = 1  # problems a worker runs at once (threads); raise for a slow teacher
+
+
+@dataclass
+class CollectConfig(CollectSettings):
+    """The settings plus what a run derives: problems, output, policy, engine, cluster."""
+
+    problems: list[str] = field(default_factory=lambda: ["mbpp:train"])  # specs or JSONL paths
+    out: str = "runs/collect"
+    max_problems: int = 0  # per source; 0 = all
+    problem_limits: dict[str, int] = field(
+        default_factory=dict
+    )  # spec -> cap (overrides max_problems)
+    source_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec -> loader kwargs
+    seed: int = 0
+    policy: str = ""  # local path (or hub name) of the policy, for sampler/refiner=policy
+    engine: str = "hf"
+    dtype: str = "auto"
     ray_address: str = (
         ""  # "" = join $RAY_ADDRESS / a running cluster, else start one; "local" = always start one
     )
@@ -121,18 +127,17 @@ class CollectConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def from_run_config(run: Any, out: str) -> CollectConfig:
-    """Map the project's run config (`actorlearner.config.RunConfig`) onto a CollectConfig.
+def from_run_config(run: Any, out: str, policy: str) -> CollectConfig:
+    """The collection of a run (`actorlearner.config.RunConfig`): its `collect:` settings
+    as they are, on the run's problems, seed, model and cluster.
 
     Synthetic sources are generated with `n=data.num_synthetic_train` (all of them are
     used); `data.max_problems_per_source` caps the benchmark sources only.
     """
-    c = run.collect
-    teacher = TeacherConfig(
-        base_url=c.teacher.url, model=c.teacher.model, api_key_env=c.teacher.api_key_env
-    )
     synthetic = [s for s in run.data.train if s.split(":")[0] == "synthetic"]
+    settings = {f.name: getattr(run.collect, f.name) for f in dataclasses.fields(CollectSettings)}
     return CollectConfig(
+        **settings,
         problems=list(run.data.train),
         out=out,
         max_problems=run.data.max_problems_per_source,
@@ -141,17 +146,9 @@ def from_run_config(run: Any, out: str) -> CollectConfig:
             s: {"n": run.data.num_synthetic_train, "seed": run.seed} for s in synthetic
         },
         seed=run.seed,
-        sampler="policy",
-        samples_per_problem=c.samples_per_problem,
-        sample_temperature=c.sample_temperature,
-        sample_max_tokens=c.max_new_tokens,
-        refiner=c.refiner,
-        refinements_per_wrong=c.refinements_per_wrong,
-        refine_temperature=c.refine_temperature,
-        refine_max_tokens=c.max_new_tokens,
-        policy=run.model.path,
+        policy=policy,
         engine=run.rollout.engine,
         dtype=run.model.dtype,
-        teacher=teacher,
-        num_workers=max(1, min(2, run.ray.num_cpus or 2)),
+        ray_address=run.ray.address,
+        num_cpus=run.ray.num_cpus,
     )

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
             Opt("--out", "-o", help="output directory (rerun with the same one to resume)"),
         ] = None,
         config: Annotated[
-            str | None, Opt("--config", "-c", help="YAML file with CollectConfig fields")
+            str | None,
+            Opt("--config", "-c", help="YAML run config (its data, model, collect, ray)"),
         ] = None,
         sampler: Annotated[
             str | None, Opt(help="who samples initial solutions: policy | teacher")
@@ -64,35 +65,34 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, Opt()] = None,
         timeout: Annotated[float | None, Opt(help="seconds per program execution")] = None,
         overrides: Annotated[
-            list[str] | None, typer.Argument(help="extra CollectConfig overrides: key=value")
+            list[str] | None,
+            typer.Argument(help="run-config overrides, e.g. collect.teacher.max_retries=1"),
         ] = None,
         progress: Annotated[bool, Opt("--progress/--no-progress")] = True,
     ):
         """Sample solutions, execute them, ask for explanations + fixes of the wrong ones,
         verify the fixes in the sandbox, and write sft/pool/references/failures JSONL."""
         given = {
-            "problems": problems or None,
-            "out": out,
-            "sampler": sampler,
-            "refiner": refiner,
-            "policy": policy,
-            "samples_per_problem": samples,
-            "refinements_per_wrong": refinements,
-            "sample_temperature": sample_temperature,
-            "refine_temperature": refine_temperature,
-            "max_problems": max_problems,
-            "num_workers": workers,
-            "units_per_worker": units_per_worker,
+            "data.train": problems or None,
+            "collect.sampler": sampler,
+            "collect.refiner": refiner,
+            "model.path": policy,
+            "collect.samples_per_problem": samples,
+            "collect.refinements_per_wrong": refinements,
+            "collect.sample_temperature": sample_temperature,
+            "collect.refine_temperature": refine_temperature,
+            "data.max_problems_per_source": max_problems,
+            "collect.num_workers": workers,
+            "collect.units_per_worker": units_per_worker,
             "seed": seed,
-            "timeout_s": timeout,
-            "teacher.base_url": teacher_url,
-            "teacher.model": teacher_model,
-            "teacher.api_key_env": teacher_key_env,
-            "teacher.concurrency": teacher_concurrency,
+            "collect.timeout_s": timeout,
+            "collect.teacher.base_url": teacher_url,
+            "collect.teacher.model": teacher_model,
+            "collect.teacher.api_key_env": teacher_key_env,
+            "collect.teacher.concurrency": teacher_concurrency,
         }
-        cfg = _build_config(
-            config, {k: v for k, v in given.items() if v is not None}, overrides or []
-        )
+        flags = [f"{k}={_yaml(v)}" for k, v in given.items() if v is not None]
+        cfg = _build_config(config, [*flags, *(overrides or [])], out)
         from actorlearner.collect.runner import run_collect
         from actorlearner.teacher import TeacherError
 
@@ -103,29 +103,26 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from exc
 
 
-def _build_config(path: str | None, options: dict, overrides: list[str]):
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+def _yaml(value: object) -> str:
+    """A flag's value as an override's YAML (lists as flow sequences, strings quoted)."""
+    import json
 
-    from actorlearner.collect.config import CollectConfig
+    return json.dumps(value) if isinstance(value, (list, str)) else str(value)
 
-    layers = [OmegaConf.structured(CollectConfig)]
+
+def _build_config(path: str | None, overrides: list[str], out: str | None):
+    """The run config (the same loader as every command), then its collection."""
+    from actorlearner.collect.config import from_run_config
+    from actorlearner.config import ConfigError, load_config
+    from actorlearner.pipeline.run import resolve_model_path
+
     try:
-        if path:
-            layers.append(OmegaConf.load(path))
-        dot = OmegaConf.create()
-        for key, value in options.items():
-            OmegaConf.update(dot, key, value)
-        layers.append(dot)
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise typer.BadParameter(f"overrides must look like key=value, got {bad}")
-        layers.append(OmegaConf.from_dotlist(overrides))
-        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
-        assert isinstance(cfg, CollectConfig)
-    except (OmegaConfBaseException, FileNotFoundError) as exc:
-        typer.secho(f"collect: bad config: {exc}".split("\n    full_key")[0], fg="red", err=True)
+        run = load_config(path, overrides)
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+    target = out or str(run.run_dir / "data")
+    cfg = from_run_config(run, target, resolve_model_path(run.model.path))
     try:
         cfg.validate()
     except ValueError as exc:

@@ -35,6 +35,7 @@ def _dry_run(cfg) -> None:
         typer.secho(f"config error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     typer.echo(to_yaml(cfg))
+    typer.echo("# reward terms (train.rewards, presets expanded)\n" + reward_lines(cfg))
     typer.echo("# resource plan\n" + plan.describe(cfg))
     typer.echo(f"# stages: {' -> '.join(cfg.stages)}; output: {cfg.run_dir}")
     try:  # against the cluster the run would use, as the run itself checks first
@@ -42,6 +43,15 @@ def _dry_run(cfg) -> None:
     except ConfigError as exc:
         typer.secho(f"config error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+
+
+def reward_lines(cfg) -> str:
+    """One line per reward term: index (for `train.rewards.<i>.weight=`), name, weight."""
+    lines = []
+    for i, term in enumerate(cfg.train.rewards):
+        extra = {k: v for k, v in term.items() if k not in ("name", "weight")}
+        lines.append(f"{i}: {term['name']} x {term.get('weight', 1.0):g}  {extra or ''}".rstrip())
+    return "\n".join(lines)
 
 
 def _run(cfg, stages: list[str] | None, resume: bool) -> None:

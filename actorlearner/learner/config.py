@@ -1,4 +1,6 @@
-"""Typed learner configs; the run config composes them (OmegaConf structured configs)."""
+"""Typed learner configs. The run config (`actorlearner.config.RunConfig`) composes them:
+`model.lora` is a `LoRAConfig`, `sft` an `SFTConfig`, `learner` the `LearnerSettings`,
+and `train` extends `PPOConfig`, so every default below is the run's default too."""
 
 from __future__ import annotations
 
@@ -6,13 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
 class LoRAConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    enabled: bool = False
+    # r=16, alpha=32, dropout=0.05: the 7B/15B recipes' adapters (LeDex trains LoRA there)
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
@@ -24,7 +29,9 @@ class PPOConfig:
     lam: float = 0.95
     clip_ratio: float = 0.2
     value_clip: float = 0.2
-    vf_coef: float = 0.5
+    # The value head shares the policy's trunk: a large value loss early on (returns of
+    # +-10 against a fresh head) can drown the policy gradient and blur the LM.
+    vf_coef: float = 0.1
     entropy_coef: float = 0.0  # entropy is always logged; this adds it as a bonus
     kl_coef: float = 0.05  # initial beta of the per-token -beta*KL(policy||ref) reward
     kl_target: float | None = None  # set -> adaptive controller on the mean per-token KL
@@ -36,7 +43,9 @@ class PPOConfig:
     # baseline of the episodes from the same start (trajectories' stats["group"]); the
     # value loss is then skipped, since nothing uses the value head
     advantage: str = "gae"
-    temperature: float = 1.0  # logprobs under log_softmax(logits / temperature), as sampled
+    # logprobs under log_softmax(logits / temperature), as sampled; a run sets it from
+    # rollout.temperature
+    temperature: float = 1.0
     max_staleness: int = 1  # accept trajectories from versions >= current - max_staleness
     # False: ratio against the behaviour logprobs stored in the trajectory (correct off-policy);
     # True: recompute them with the learner's current weights (when engine numerics differ).
@@ -64,38 +73,60 @@ class PPOConfig:
 
 @dataclass
 class SFTConfig:
-    data: str = ""  # SFT JSONL (see actorlearner.learner.sft)
+    data: str = ""  # SFT JSONL (see actorlearner.learner.sft); a run sets its collected data
     eval_data: str = ""  # held-out JSONL; empty -> hold out eval_fraction of `data`
     eval_fraction: float = 0.1
     refine_only: bool = False  # the paper's variant: loss only on the code part of the reply
     batch_tokens: int = 4096  # padded-token budget of one optimizer step (length bucketing)
+    # longest example kept, in tokens: real models' explain+fix replies fit in 2048; the
+    # tiny recipe sets 768 (its base model's context)
     max_length: int = 2048
     epochs: int = 1
     max_steps: int = 0  # 0 -> run all epochs
     eval_interval: int = 50
     log_interval: int = 1
+    lr: float = 5e-4  # SFT's own optimizer (the shipped small base model's rate)
+    warmup_steps: int = 10
+    # CPU threads per learner rank; 0 = share every CPU of the plan (no actors run during
+    # SFT). Set it on a shared machine: torch threads that outnumber free cores stall.
+    cpu_threads: int = 0
 
 
 @dataclass
-class LearnerConfig:
-    model: str = ""  # HF model directory or hub name
-    deepspeed_config: str = "zero2"  # name in configs/deepspeed/ or a path to a JSON
+class LearnerSettings:
+    """How the learner runs, whatever it trains: the run config's `learner:` section."""
+
+    num_ranks: int = 1
+    num_cpus_per_rank: float = 1.0
+    num_gpus_per_rank: float = 0.0
+    # ZeRO-0: one CPU rank gains nothing from partitioning; multi-GPU recipes name their stage
+    deepspeed_config: str = "zero0"  # name in configs/deepspeed/ or a path to a JSON
     zero_stage: int | None = None  # overrides the JSON's stage when set
-    lr: float = 1e-5
     weight_decay: float = 0.0
-    warmup_steps: int = 0
     max_grad_norm: float = 1.0
     micro_batch_size: int = 4  # sequences per forward/backward on one rank
-    dtype: str = "float32"  # "bfloat16" on GPU
-    use_lora: bool = False
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
     gradient_checkpointing: bool = False
-    seed: int = 0
-    checkpoint_dir: str = ""
     checkpoint_interval: int = 0  # learner steps between checkpoints; 0 -> only on demand/SIGTERM
     keep_checkpoints: int = 3  # newest checkpoints kept on disk; 0 -> keep all
+
+
+@dataclass
+class LearnerConfig(LearnerSettings):
+    """One learner: the settings plus what it trains (model, objective, optimizer rate)."""
+
+    model: str = ""  # HF model directory or hub name
+    dtype: str = "float32"  # "bfloat16" on GPU
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    lr: float = 1e-5  # this learner's optimizer: a run sets sft.lr or train.lr
+    warmup_steps: int = 0  # linear lr warm-up: a run sets sft.warmup_steps or train.warmup_steps
+    seed: int = 0
+    checkpoint_dir: str = ""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+
+    @property
+    def use_lora(self) -> bool:
+        return self.lora.enabled
 
 
 def resolve_deepspeed_config(name_or_path: str) -> Path:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from actorlearner.learner.checkpoint import StopFlag, latest_tag
 from actorlearner.learner.config import LearnerConfig
@@ -91,16 +94,25 @@ def train_sft(
     return metrics
 
 
-def main(config: str, resume: bool = False, logdir: str = "") -> None:
-    """Entry point: `python -m actorlearner.learner.sft_loop CONFIG.yaml [--resume]`."""
-    import torch
-    from omegaconf import OmegaConf
+def main(
+    config: str,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value")] = None,
+    resume: bool = False,
+    logdir: str = "",
+) -> None:
+    """Entry point: `python -m actorlearner.learner.sft_loop LEARNER.yaml [k=v ...] [--resume]`.
 
+    The YAML holds `LearnerConfig` fields, read by the loader every command uses."""
+    import torch
+
+    from actorlearner.config import ConfigError, load_structured
     from actorlearner.learner.deepspeed_backend import DeepSpeedLearner
 
-    cfg: LearnerConfig = OmegaConf.to_object(  # type: ignore[assignment]
-        OmegaConf.merge(OmegaConf.structured(LearnerConfig), OmegaConf.load(config))
-    )
+    try:
+        cfg = load_structured(LearnerConfig, config, overrides or [])
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
     torch.manual_seed(cfg.seed)
     learner = DeepSpeedLearner(cfg)
     data = load_sft_data(cfg, learner.tokenizer)
@@ -121,6 +133,4 @@ def main(config: str, resume: bool = False, logdir: str = "") -> None:
 
 
 if __name__ == "__main__":
-    import typer
-
     typer.run(main)

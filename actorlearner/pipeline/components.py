@@ -1,78 +1,71 @@
-"""Map the user-facing run config onto the components' own typed configs."""
+"""The components' runtime configs of one run: each section of the run config passed on
+whole, plus only what the run itself decides (model path, stage, data, seed)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from actorlearner.config import RunConfig
-from actorlearner.engines.base import SamplingParams
-from actorlearner.learner.config import LearnerConfig, LoRAConfig, PPOConfig, SFTConfig
-from actorlearner.rollout.config import RolloutConfig
+from actorlearner.config import RunConfig, reward_terms
+from actorlearner.learner.config import LearnerConfig, LearnerSettings, PPOConfig
+from actorlearner.rollout.config import RolloutConfig, RolloutSettings
+
+T = TypeVar("T")
+
+
+def fields_of(obj: Any, cls: type[T]) -> dict[str, Any]:
+    """The values of `cls`'s fields on `obj` (a section that is, or extends, `cls`)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def ppo_config(cfg: RunConfig) -> PPOConfig:
+    """`train`'s PPO part; the learner scores tokens at the actors' sampling temperature."""
+    ppo = PPOConfig(**fields_of(cfg.train, PPOConfig))
+    return dataclasses.replace(ppo, temperature=cfg.rollout.temperature)
 
 
 def learner_config(
-    cfg: RunConfig, model_path: str, checkpoint_dir: Path, lr: float
+    cfg: RunConfig, model_path: str, checkpoint_dir: Path, stage: Literal["sft", "ppo"]
 ) -> LearnerConfig:
-    m, t, s = cfg.model, cfg.train, cfg.sft
+    """The learner of one stage: its optimizer rate and warm-up are that stage's own."""
+    objective = cfg.sft if stage == "sft" else cfg.train
     return LearnerConfig(
+        **fields_of(cfg.learner, LearnerSettings),
         model=model_path,
-        deepspeed_config=cfg.learner.deepspeed_config,
-        lr=lr,
-        dtype=m.dtype,
-        use_lora=m.lora.enabled,
-        lora=LoRAConfig(
-            r=m.lora.r,
-            alpha=m.lora.alpha,
-            dropout=m.lora.dropout,
-            target_modules=list(m.lora.target_modules),
-        ),
+        dtype=cfg.model.dtype,
+        lora=cfg.model.lora,
+        lr=objective.lr,
+        warmup_steps=objective.warmup_steps,
         seed=cfg.seed,
         checkpoint_dir=str(checkpoint_dir),
-        warmup_steps=s.warmup_steps if checkpoint_dir.name == "sft" else t.warmup_steps,
-        max_grad_norm=t.max_grad_norm,
-        ppo=PPOConfig(
-            gamma=t.gamma,
-            lam=t.lam,
-            clip_ratio=t.clip_range,
-            value_clip=t.value_clip,
-            vf_coef=t.vf_coef,
-            kl_coef=t.kl_coef,
-            kl_target=0.05 if t.adaptive_kl else None,
-            epochs=t.epochs,
-            num_minibatches=max(1, t.episodes_per_iteration // max(1, t.minibatch_size)),
-            temperature=cfg.rollout.temperature,
-            max_staleness=t.max_staleness,
-            advantage=t.advantage,
-        ),
-        sft=SFTConfig(
-            refine_only=s.refine_only,
-            batch_tokens=s.batch_tokens,
-            max_length=s.max_len,
-            epochs=max(1, round(s.epochs)),
-        ),
+        ppo=ppo_config(cfg),
+        sft=cfg.sft,
     )
+
+
+def env_kwargs(cfg: RunConfig, problems: list, pool: str | None) -> dict[str, Any]:
+    """What a training env gets: the run's problems, turns and reward terms, then
+    `env.kwargs` (which may add to or override them)."""
+    kwargs: dict[str, Any] = {
+        "problems": problems,
+        "max_turns": cfg.train.max_turns,
+        "rewards": reward_terms(cfg),
+    }
+    if pool:
+        kwargs["pool"] = pool
+    return {**kwargs, **cfg.env.kwargs}
 
 
 def rollout_config(
     cfg: RunConfig, model_path: str, problems: list, pool: str | None
 ) -> RolloutConfig:
-    r, t = cfg.rollout, cfg.train
-    env_kwargs: dict = {"problems": problems, "max_turns": t.max_turns, "rewards": t.rewards}
-    if pool:
-        env_kwargs["pool"] = pool
     return RolloutConfig(
+        **fields_of(cfg.rollout, RolloutSettings),
         model_path=model_path,
-        engine=r.engine,
         engine_kwargs={"dtype": cfg.model.dtype},
-        num_actors=r.num_actors,
-        envs_per_actor=r.envs_per_actor,
-        num_cpus_per_actor=r.num_cpus_per_actor,
-        num_gpus_per_actor=r.num_gpus_per_actor,
-        env_kwargs=env_kwargs,
-        sampling=SamplingParams(
-            max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p
-        ),
+        env_id=cfg.env.id,
+        env_kwargs=env_kwargs(cfg, problems, pool),
+        group_size=cfg.train.group_size,
         seed=cfg.seed,
-        torch_threads=max(1, int(r.num_cpus_per_actor)),
-        group_size=t.group_size,
     )

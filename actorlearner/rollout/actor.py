@@ -19,6 +19,8 @@ class StaleWeightsError(RuntimeError):
 
 
 def make_env(cfg: RolloutConfig) -> Any:
+    """The actor's env: `env_fn()`, else `gymnasium.make(env_id, **env_kwargs)` (the run's
+    `imports` have registered user env ids in this worker before it starts)."""
     if cfg.env_fn is not None:
         return cfg.env_fn()
     import gymnasium
@@ -37,7 +39,7 @@ class RolloutWorker:
         from actorlearner.engines import make_engine
         from actorlearner.rollout.runner import EpisodeRunner
 
-        torch.set_num_threads(cfg.torch_threads)
+        torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + 7919 * index)
         self.cfg = cfg
         self.index = index

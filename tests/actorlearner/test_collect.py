@@ -334,7 +334,7 @@ def _collect_cmd(out: Path, url: str, workers: int = 1) -> list[str]:
         "--problems", "mbpp:train", "--max-problems", "6", "--out", str(out),
         "--sampler", "teacher", "--samples", "4", "--refiner", "teacher", "--refinements", "3",
         "--teacher-url", url, "--teacher-model", "scripted", "--teacher-key-env", KEY_ENV,
-        "--workers", str(workers), "--units-per-worker", "2", "--no-progress", "num_cpus=2", "ray_address=local",
+        "--workers", str(workers), "--units-per-worker", "2", "--no-progress", "ray.num_cpus=2", "ray.address=local",
     ]  # fmt: skip
 
 
@@ -405,7 +405,7 @@ def test_from_run_config_maps_the_tiny_recipe():
     from actorlearner.config import load_config
 
     run = load_config("configs/tiny_cpu.yaml")
-    cfg = from_run_config(run, "out")
+    cfg = from_run_config(run, "out", "policy-dir")
     assert cfg.problems == run.data.train and cfg.refiner == run.collect.refiner
     assert cfg.source_options["synthetic:train"]["n"] == run.data.num_synthetic_train
     assert cfg.limit_for("synthetic:train") == 0  # every generated synthetic problem
@@ -422,8 +422,8 @@ def test_cli_fails_fast_on_unreachable_teacher(tmp_path):
     cmd = [
         sys.executable, "-m", "actorlearner.cli", "collect", "--problems", "synthetic:train",
         "--out", str(tmp_path / "out"), "--samples", "0", "--refiner", "teacher",
-        "--teacher-url", f"http://127.0.0.1:{port}/v1", "--workers", "0", "teacher.max_retries=1",
-        "teacher.backoff_s=0.01",
+        "--teacher-url", f"http://127.0.0.1:{port}/v1", "--workers", "0", "collect.teacher.max_retries=1",
+        "collect.teacher.backoff_s=0.01",
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2

@@ -114,7 +114,7 @@ def test_each_learner_stage_gets_its_own_warmup():
     from actorlearner.pipeline.components import learner_config
 
     cfg = load_config("configs/tiny_cpu.yaml", ["sft.warmup_steps=10", "train.warmup_steps=4"])
-    sft = learner_config(cfg, "base", cfg.run_dir / "checkpoints" / "sft", lr=cfg.sft.lr)
-    ppo = learner_config(cfg, "base", cfg.run_dir / "checkpoints" / "ppo", lr=cfg.train.lr)
+    sft = learner_config(cfg, "base", cfg.run_dir / "checkpoints" / "sft", "sft")
+    ppo = learner_config(cfg, "base", cfg.run_dir / "checkpoints" / "sft", "ppo")
     assert (sft.warmup_steps, ppo.warmup_steps) == (10, 4)
     assert (sft.lr, ppo.lr) == (cfg.sft.lr, cfg.train.lr)

@@ -378,7 +378,8 @@ def ray_group(tiny_model_dir, tmp_path_factory):
         envs_per_actor=2,
         num_cpus_per_actor=1,
         env_fn=functools.partial(crashing_env, marker),
-        sampling=SamplingParams(max_new_tokens=16, temperature=1.0),
+        max_new_tokens=16,
+        temperature=1.0,
         poll_s=0.2,
     )
     group = RolloutGroup(cfg)
