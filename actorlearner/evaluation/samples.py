@@ -20,6 +20,8 @@ class SampleFormatError(ValueError):
 def read_samples(path: str | Path) -> list[dict]:
     """All sample lines of `path` (plain or gzipped JSONL), validated."""
     path = Path(path)
+    if path.is_dir():
+        raise SampleFormatError(f"{path} is a directory; give a samples JSONL file")
     if not path.is_file():
         raise FileNotFoundError(f"samples file not found: {path}")
     samples = [parse_sample(line, f"{path}:{lineno}") for lineno, line in numbered_lines(path)]
@@ -30,7 +32,7 @@ def read_samples(path: str | Path) -> list[dict]:
 
 def parse_sample(line: str, where: str) -> dict:
     try:
-        sample = json.loads(line)
+        sample = json.loads(line.rstrip("\r\n"))  # a newline would shift the error column
     except json.JSONDecodeError as exc:
         raise SampleFormatError(
             f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"

@@ -45,8 +45,41 @@ def print_table(results: Results) -> str:
     return console.export_text()
 
 
+def print_groups(rows: dict[str, dict[str, dict]], title: str) -> str:
+    """Render pass@1 per round for each group (bug type) and stage; return it as text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rounds = max((len(g["pass@1"]) for s in rows.values() for g in s.values()), default=0)
+    table = Table(title=title)
+    for name in ("group", "tasks", "stage"):
+        table.add_column(name, justify="right" if name == "tasks" else "left")
+    for r in range(rounds):
+        table.add_column(f"round {r}", justify="right")
+    for group in sorted({g for s in rows.values() for g in s}):
+        for stage, per_group in rows.items():
+            if group in per_group:
+                row = per_group[group]
+                cells = [f"{p:.1%}" for p in row["pass@1"]]
+                table.add_row(group, str(row["num_tasks"]), stage, *cells)
+    console = Console(record=True, width=120)
+    console.print(table)
+    return console.export_text()
+
+
 def plot_depth(results: Results, path: Path) -> None:
     """depth.png: one panel per benchmark, pass@1 against refinement round, a line per stage."""
+    import matplotlib.pyplot as plt
+
+    fig = depth_figure(results)
+    if fig is None:
+        return
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def depth_figure(results: Results) -> Any:
+    """The figure of `plot_depth` (None without results): pass@1 on a 0-100% axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +87,7 @@ def plot_depth(results: Results, path: Path) -> None:
 
     benches = sorted({b for s in results.values() for b in s})
     if not benches:
-        return
+        return None
     fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 3.6), squeeze=False)
     for ax, bench in zip(axes[0], benches, strict=True):
         for stage, per_bench in results.items():
@@ -64,9 +97,9 @@ def plot_depth(results: Results, path: Path) -> None:
         ax.set_title(bench)
         ax.set_xlabel("refinement round")
         ax.set_ylabel("pass@1 (%)")
+        ax.set_ylim(0, 100)  # a pass rate: never below 0%, and comparable across panels
         ax.set_xticks(range(max(len(s[bench]["pass@1"]) for s in results.values() if bench in s)))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

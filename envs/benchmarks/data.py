@@ -15,6 +15,7 @@ FILES = {
     "mbpp": "mbpp.jsonl.gz",
     "mbpp_sanitized": "mbpp_sanitized.jsonl.gz",
     "mbpp+": "mbppplus-v0.1.0-prerelease.jsonl.gz",
+    "humanevalfix": "humanevalpack-python.jsonl.gz",
 }
 
 

@@ -4,13 +4,18 @@
      "tests": ["assert add(1, 2) == 3", {"input": [2, 2], "output": 4},
                {"input": "add(-1, 1)", "output": 0, "atol": 0}],
      "reference": "def add(a, b):\n    return a + b",      # optional
+     "initial_code": "def add(a, b):\n    return a - b",   # optional: a buggy start
      "setup_code": "import math"}                           # optional
 
 Tests are assert statements (converted to trusted input/expected tests, see
 `asserts.py`) or input/output pairs: `input` is a list of arguments or a call
 expression, `output` the JSON value expected (JSON has no tuples: compare tuple
-results with an assert such as `assert f(x) == (1, 2)`). Optional keys: `plus_tests`
-(same forms), `completion_prefix`, `source`, `metadata`; other keys go to `metadata`.
+results with an assert such as `assert f(x) == (1, 2)`). `initial_code` is the program
+a refinement episode starts from (a buggy solution, as in HumanEvalFix): with it,
+`evaluate --model M --benchmark FILE` measures repairing your own bugs, and
+`CodeRefine-v0` starts its episodes there. Optional keys: `plus_tests` (same forms),
+`completion_prefix`, `source`, `metadata`; other keys (a `bug_type`, say, which the
+depth benchmark reports by) go to `metadata`.
 An assert that compares against an expression rather than a literal needs
 `reference`, which is run in the sandbox to compute the expected value.
 """
@@ -30,6 +35,7 @@ from sandbox.types import TestCase
 REQUIRED = {"task_id": str, "prompt": str, "entry_point": str, "tests": list}
 OPTIONAL = {
     "reference": str,
+    "initial_code": str,
     "setup_code": str,
     "plus_tests": list,
     "completion_prefix": str,
@@ -45,6 +51,8 @@ class GenericFormatError(ValueError):
 def load_generic_jsonl(path: str | Path) -> list[Problem]:
     """Problems from a generic-format JSONL file (see the module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise GenericFormatError(f"{path} is a directory; give a problems JSONL file")
     if not path.is_file():
         raise FileNotFoundError(f"problem file not found: {path}")
     rows: list[tuple[int, dict]] = []
@@ -63,7 +71,7 @@ def load_generic_jsonl(path: str | Path) -> list[Problem]:
 def _parse_line(line: str, path: Path, lineno: int) -> dict:
     where = f"{path}:{lineno}"
     try:
-        row = json.loads(line)
+        row = json.loads(line.rstrip("\r\n"))  # a newline would shift the error column
     except json.JSONDecodeError as exc:
         raise GenericFormatError(
             f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
@@ -150,6 +158,8 @@ def _build(path: Path, rows: list[tuple[int, dict]]) -> list[Problem]:
         }
         if seconds is not None:
             extra["reference_seconds"] = {"base": seconds}
+        if "initial_code" in row:  # where CodeRefine-v0 and the depth benchmark start
+            extra["initial_code"] = row["initial_code"]
         problems.append(
             Problem(
                 task_id=row["task_id"],

@@ -16,7 +16,7 @@ the HumanEval+ canonical solution run in the sandbox (cached), floats within `at
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from envs.benchmarks.asserts import ConvertedTest, convert_test_expr
 from envs.benchmarks.common import (
@@ -33,7 +33,7 @@ from envs.problem import Problem
 from envs.sources import register_source
 from sandbox.types import TestCase
 
-FIND_ZERO_TASK = "HumanEval/32"
+FIND_ZERO_ENTRY = "find_zero"  # HumanEval/32
 
 
 @register_source("humaneval")
@@ -43,10 +43,26 @@ def load_humaneval(
     """The 164 HumanEval problems (one split: None or "test")."""
     _check_split("humaneval", split)
     records = select(read_records("humaneval"), task_ids)
+    return [
+        _problem(r, "humaneval", tests, [], meta)
+        for r, tests, meta in check_tests("humaneval", records, lambda r: r["task_id"])
+    ]
+
+
+def check_tests(
+    name: str, records: Sequence[dict], plus_id: Callable[[dict], str]
+) -> list[tuple[dict, list[TestCase], dict]]:
+    """(record, tests, metadata) of records whose tests are a HumanEval-style `check`.
+
+    `name` is the shipped data file (it keys the cache of expected values); `plus_id`
+    maps a record to its HumanEval+ task, whose `base_input` replaces a check that is
+    not a flat assert list.
+    """
     plus = {r["task_id"]: r for r in read_records("humaneval+")}
     converted = {r["task_id"]: _check_asserts(r) for r in records}
     from_inputs = [r for r in records if converted[r["task_id"]] is None]
-    io_values = _reference_outputs("humaneval", from_inputs, plus, parts=("base",))
+    inputs = {r["task_id"]: plus[plus_id(r)] for r in from_inputs}
+    io_values = _reference_outputs(name, from_inputs, inputs, parts=("base",))
     pending = [
         PendingProblem(
             r["task_id"],
@@ -55,19 +71,18 @@ def load_humaneval(
         )
         for r in records
     ]
-    resolved = resolve_tests(pending, cache_path("humaneval", data_sha256("humaneval")))
-    problems = []
+    resolved = resolve_tests(pending, cache_path(name, data_sha256(name)))
+    out = []
     for r, (tests, seconds) in zip(records, resolved, strict=True):
         origin = "check"
         if converted[r["task_id"]] is None:
             origin, values = "base_input", io_values[f"{r['task_id']}:base"]
             tests, seconds = (
-                _io_tests(r, plus[r["task_id"]]["base_input"], values, 1e-4),
+                _io_tests(r, inputs[r["task_id"]]["base_input"], values, 1e-4),
                 values.seconds,
             )
-        meta = {"test_origin": origin, "reference_seconds": {"base": seconds}}
-        problems.append(_problem(r, "humaneval", tests, [], meta))
-    return problems
+        out.append((r, tests, {"test_origin": origin, "reference_seconds": {"base": seconds}}))
+    return out
 
 
 def _canonical(record: dict) -> str:
@@ -127,7 +142,7 @@ def _io_tests(
     record: dict, inputs: Sequence, values: ReferenceValues, atol: float
 ) -> list[TestCase]:
     calls = [call_expr(record["entry_point"], args) for args in inputs]
-    find_zero = record["task_id"] == FIND_ZERO_TASK
+    find_zero = record["entry_point"] == FIND_ZERO_ENTRY
     return reference_tests(record["task_id"], calls, values, atol, find_zero=find_zero)
 
 
@@ -150,6 +165,9 @@ def _check_asserts(record: dict) -> list[ConvertedTest] | None:
 
 
 def _is_metadata(node: ast.stmt) -> bool:
+    """`METADATA = {...}`, or HumanEvalPack's trailing `check(<entry point>)` call."""
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        return ast.unparse(node.value.func) == "check"
     return isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "METADATA"
 
 

