@@ -1,9 +1,13 @@
 """The PPO driver loop: rollout actors and learner ranks, sync or async.
 
-Async mode overlaps the rollout of iteration i+1 (made by the weights of version i)
-with the learner's update on iteration i's batch, so a trajectory is at most one
-version stale (`train.max_staleness` decides what the learner still accepts).
-Weights reach the actors only between rollouts, so no batch mixes two versions.
+Async mode overlaps the rollout of iteration i+1 with the learner's update on
+iteration i's batch. Between rollouts the actors get new weights only when the next
+batch would otherwise be more than `train.max_staleness` (k) versions old when the
+learner trains on it: with k = 1 after every update, with k = 2 every second one, and so
+on (each batch is 1 to k versions stale). With `rollout.weights_between_turns`, the
+driver also publishes every new version at once and running episodes take it at their
+next turn, so one episode can mix versions; every token keeps its own, and the learner's
+staleness bound and off-policy correction work per token.
 
 The batch reward is a noisy view of progress (new problems and new samples every
 batch). With `probe_episodes`, the actors also replay a fixed set of training starts
@@ -23,9 +27,12 @@ from pathlib import Path
 from statistics import linear_regression, mean
 from typing import Any
 
+import ray
+
 from actorlearner.learner.checkpoint import StopFlag, latest_tag
 from actorlearner.metrics import MetricsLogger
 from actorlearner.pipeline.paired import paired_rewards
+from actorlearner.rollout.weight_board import create_board
 from actorlearner.trajectory import Trajectory
 
 log = logging.getLogger("actorlearner")
@@ -148,6 +155,24 @@ def drop_sandbox_errors(batch: list[Trajectory], iteration: int) -> list[Traject
     return kept
 
 
+def push_due(mode: str, actor_version: int, learner_version: int, max_staleness: int) -> bool:
+    """Whether the actors need the learner's weights before the next batch starts.
+
+    In async mode that batch is trained after one more update, at learner_version + 1.
+    """
+    if mode != "async":
+        return True
+    return learner_version + 1 - actor_version > max_staleness
+
+
+def check_staleness(mode: str, max_staleness: int) -> None:
+    if mode == "async" and max_staleness < 1:
+        raise ValueError(
+            "train.mode=async trains on batches at least one version old: set "
+            f"train.max_staleness >= 1 (got {max_staleness}), or use train.mode=sync"
+        )
+
+
 def ppo_loop(
     rollouts,
     learner,
@@ -158,8 +183,17 @@ def ppo_loop(
     logger: MetricsLogger,
     checkpoint_every: int = 5,
     probe_episodes: int = 0,
+    max_staleness: int | None = None,
 ) -> LoopStats:
-    """Run PPO iterations until `iterations` are done (resuming from the last checkpoint)."""
+    """Run PPO iterations until `iterations` are done (resuming from the last checkpoint).
+
+    `max_staleness` defaults to the learner's `ppo.max_staleness`.
+    """
+    if max_staleness is None:
+        max_staleness = learner.cfg.ppo.max_staleness
+    check_staleness(mode, max_staleness)
+    between_turns = mode == "async" and getattr(rollouts.cfg, "weights_between_turns", False)
+    board = create_board() if between_turns else None
     stats = LoopStats()
     start_it = 0
     if latest_tag(checkpoint_dir) is not None:
@@ -222,13 +256,18 @@ def ppo_loop(
             dropped -= len(batch)
             metrics = learner.ppo_step(batch)  # -> version v + 1
             learn_s = time.perf_counter() - t0
-            weights = learner.state_dict_for_actors()
+            weights = ray.put(learner.state_dict_for_actors())
+            if board is not None:  # running episodes take it at their next turn
+                board.publish.remote(learner.version, [weights])
             next_batch, next_rollout_s = [], 0.0
             if pending is not None:
                 next_batch, next_rollout_s = pending.result()
                 pending = None
             t0 = time.perf_counter()
-            rollouts.update_weights(weights, learner.version)
+            if board is not None or push_due(
+                mode, rollouts.version, learner.version, max_staleness
+            ):
+                rollouts.update_weights(weights, learner.version)
             sync_s = time.perf_counter() - t0
             if mode == "sync" and not last:
                 next_batch, next_rollout_s = timed_rollout()
@@ -279,4 +318,6 @@ def ppo_loop(
     finally:
         stop.restore()
         pool.shutdown(wait=True)
+        if board is not None:
+            ray.kill(board)
     return stats

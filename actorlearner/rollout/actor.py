@@ -11,6 +11,7 @@ from typing import Any
 
 from actorlearner.engines.base import SamplingParams
 from actorlearner.rollout.config import RolloutConfig
+from actorlearner.rollout.weight_board import find_board
 from actorlearner.trajectory import Trajectory
 
 
@@ -54,6 +55,10 @@ class RolloutWorker:
             max_context_tokens=cfg.max_context_tokens,
             group_size=cfg.group_size,
         )
+        self._board: Any = None  # the run's WeightBoard, found on first use
+        self._between_turns = False  # take published weights at turn boundaries (this call)
+        if cfg.weights_between_turns:
+            self.runner.before_generate = self._take_published_weights
 
     def rollout(
         self,
@@ -64,20 +69,43 @@ class RolloutWorker:
     ) -> list[Trajectory]:
         """Play `num_episodes` episodes; with `policy_version`, refuse to run on other weights.
         With `fixed_offset`, replay the fixed starts from that offset (see EpisodeRunner)."""
-        if policy_version is not None and policy_version != self.engine.version:
+        if policy_version is not None and policy_version > self.engine.version:
             raise StaleWeightsError(
                 f"actor {self.index} holds policy version {self.engine.version}, asked for "
                 f"{policy_version}; send the weights with update_weights first"
             )
-        trajs = self.runner.run(num_episodes, sampling or self.cfg.sampling, fixed_offset)
+        self._between_turns = fixed_offset is None  # a probe scores one version throughout
+        try:
+            trajs = self.runner.run(num_episodes, sampling or self.cfg.sampling, fixed_offset)
+        finally:
+            self._between_turns = False
         for t in trajs:
             t.stats["actor"] = self.index
         return trajs
 
     def update_weights(self, state: dict[str, Any], version: int) -> int:
-        """Load new weights (a Ray ObjectRef argument arrives here already resolved)."""
-        self.engine.load_weights(state, version)
+        """Load new weights (a Ray ObjectRef argument arrives here already resolved).
+        Versions this actor already holds (taken between turns) are not loaded again."""
+        if version != self.engine.version or not self.cfg.weights_between_turns:
+            self.engine.load_weights(state, version)
         return self.engine.version
+
+    def _take_published_weights(self) -> None:
+        """At a turn boundary: load the newest published weights, if newer than ours."""
+        import ray
+
+        if not self._between_turns:
+            return
+        self._board = self._board or find_board()
+        if self._board is None:
+            return
+        newer = ray.get(self._board.newer_than.remote(self.engine.version))
+        if newer is not None:
+            version, (ref,) = newer
+            self.engine.load_weights(ray.get(ref), version)
+            self.runner.timings["weights_between_turns"] = (
+                self.runner.timings.get("weights_between_turns", 0) + 1
+            )
 
     # NCCL weight sync (vLLM engines on GPUs); learner rank 0 sends concurrently
     def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:

@@ -60,7 +60,7 @@ class ReplyText:
 
 
 class EpisodeBuilder:
-    """Accumulates one episode's token ids, old logprobs, action mask and placed rewards."""
+    """Accumulates one episode's token ids, old logprobs, versions, action mask and rewards."""
 
     def __init__(self, prompt_ids: Sequence[int], task_id: str = "", version: int = 0):
         self.ids = list(prompt_ids)
@@ -70,7 +70,7 @@ class EpisodeBuilder:
         self.turn_ends: list[int] = []
         self.reward_terms: dict[str, float] = {}
         self.task_id = task_id
-        self.versions = {int(version)}
+        self.versions = [int(version)] * len(self.ids)  # the version that sampled each token
         self.prompt_tokens = len(self.ids)
         self.stats: dict[str, Any] = {"turns": 0, "truncated_replies": 0}
 
@@ -84,7 +84,7 @@ class EpisodeBuilder:
         self.mask += [1] * len(gen.token_ids)
         self.rewards += [0.0] * len(gen.token_ids)
         self.turn_ends.append(len(self.ids) - 1)
-        self.versions.add(int(version))
+        self.versions += [int(version)] * len(gen.token_ids)
         self.stats["turns"] += 1
         if gen.finish_reason != "stop":
             # The reply hit the length limit without closing its turn. Close it with
@@ -100,6 +100,7 @@ class EpisodeBuilder:
         self._append_context(ids)
 
     def _append_context(self, ids: Sequence[int]) -> None:
+        self.versions += [self.versions[-1]] * len(ids)
         self.ids += list(ids)
         self.logprobs += [0.0] * len(ids)
         self.mask += [0] * len(ids)
@@ -144,8 +145,9 @@ class EpisodeBuilder:
             total_tokens=len(self.ids),
         )
         self.stats.update(stats)
-        if len(self.versions) > 1:
-            self.stats["policy_versions"] = sorted(self.versions)
+        sampled = sorted({v for v, a in zip(self.versions, self.mask, strict=True) if a})
+        if len(sampled) > 1:
+            self.stats["policy_versions"] = sampled
         return Trajectory(
             token_ids=self.ids,
             logprobs=self.logprobs,
@@ -153,7 +155,8 @@ class EpisodeBuilder:
             rewards=self.rewards,
             turn_ends=self.turn_ends,
             reward_terms=self.reward_terms,
-            policy_version=min(self.versions),
+            policy_version=sampled[0] if sampled else self.versions[0],
             task_id=self.task_id,
             stats=self.stats,
+            versions=self.versions,
         )

@@ -14,6 +14,9 @@ With `group_size` k > 1, episodes come in groups of k that replay one episode st
 `stats["group"]`, so the learner can use the group as a per-problem baseline.
 With `fixed_offset`, a run replays fixed starts instead (a seed-independent order of
 all starts, from that offset): the same problems every call, for a low-noise probe.
+
+`before_generate` runs at every turn boundary: the rollout actor uses it to take new
+weights mid-episode, and each reply's tokens record the engine version that sampled them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +112,9 @@ class EpisodeRunner:
         self._limit: int | None = None
         self._skips_left = 0
         self.timings: dict[str, float] = {}
+        # called before every generate call, i.e. at the turn boundaries of the episodes
+        # about to reply: where an actor loads weights published while it runs
+        self.before_generate: Callable[[], None] | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -229,6 +235,8 @@ class EpisodeRunner:
 
     def _generate(self, slots: list[_Slot], sampling: SamplingParams) -> None:
         """One batched engine call for the waiting episodes; their env steps go to threads."""
+        if self.before_generate is not None:
+            self.before_generate()
         t = time.perf_counter()
         gens = self.engine.generate([s.episode.ids for s in slots], sampling)  # type: ignore[union-attr]
         elapsed = time.perf_counter() - t

@@ -293,3 +293,25 @@ def test_probe_rewards_are_averaged_per_task():
     for t, (task, r) in zip(trajs, [("a", 1.0), ("a", 3.0), ("b", -1.0)], strict=True):
         t.task_id, t.rewards = task, [0.0] * (len(t.rewards) - 1) + [r]
     assert task_rewards(trajs) == {"a": 2.0, "b": -1.0}  # the mean over a task's episodes
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_async_batches_are_one_to_k_versions_stale(k):
+    from actorlearner.pipeline.train_loop import push_due
+
+    actor, made_by, stale = 0, [0], []
+    for version in range(12):  # iteration: submit the next batch, train this one, maybe push
+        made_by.append(actor)
+        stale.append(version - made_by[version])
+        if push_due("async", actor, version + 1, k):
+            actor = version + 1
+    assert stale[0] == 0 and set(stale[1:]) == set(range(1, k + 1))
+    assert all(push_due("sync", v, v, k) for v in range(3))
+
+
+def test_async_mode_needs_a_staleness_of_one_or_more():
+    from actorlearner.pipeline.train_loop import check_staleness
+
+    check_staleness("sync", 0)
+    with pytest.raises(ValueError, match="max_staleness >= 1"):
+        check_staleness("async", 0)

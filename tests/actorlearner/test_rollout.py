@@ -333,6 +333,46 @@ def test_fixed_starts_replay_the_same_problems_in_every_run(engine):
     assert three[0].most_common(1)[0][0] != three[1].most_common(1)[0][0]
 
 
+def perturbed_state(model_dir, seed: int = 5) -> dict[str, torch.Tensor]:
+    from actorlearner.models import load_model
+
+    model, _ = load_model(model_dir)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.state_dict()
+
+
+def test_weights_change_between_turns_and_tokens_keep_their_versions(tiny_model_dir):
+    engine = HFEngine(str(tiny_model_dir))  # its own engine: the weights change mid-run
+    old = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    new = perturbed_state(tiny_model_dir)
+    runner = EpisodeRunner(engine, engine.tokenizer, [make_env(), make_env()], overlap=False)
+    calls = []
+
+    def second_turn_gets_new_weights() -> None:
+        calls.append(engine.version)
+        if len(calls) == 2:
+            engine.load_weights(new, 1)
+
+    runner.before_generate = second_turn_gets_new_weights
+    trajs = runner.run(2, SamplingParams(max_new_tokens=12, temperature=1.0, seed=0))
+    runner.close()
+    assert calls == [0, 0]  # one batched call per turn, both episodes in it
+    engine.load_weights(old, 0)
+    for t in trajs:
+        (s1, e1), (s2, e2) = runs(t.action_mask)  # the random model never solves turn 1
+        assert set(t.versions[s1:e1]) == {0} and set(t.versions[s2:e2]) == {1}
+        assert t.policy_version == 0 and t.stats["policy_versions"] == [0, 1]
+        for (s, e), weights in (((s1, e1), engine.model), ((s2, e2), None)):
+            model = weights or HFEngine(str(tiny_model_dir)).model
+            if weights is None:
+                model.load_state_dict(new)
+            want = forward_logprobs(model, t.token_ids, 1.0)[s:e]
+            torch.testing.assert_close(torch.tensor(t.logprobs[s:e]), want, atol=1e-5, rtol=0)
+
+
 def test_sandbox_errors_are_flagged_and_left_out_of_the_update(engine):
     import sandbox
     from actorlearner.pipeline.train_loop import drop_sandbox_errors
@@ -415,6 +455,42 @@ def test_group_rollout_and_weight_update(ray_group, tiny_model_dir):
             got, forward_logprobs(new, t.token_ids, 1.0)[m], atol=1e-5, rtol=0
         )
         assert not torch.allclose(got, forward_logprobs(old, t.token_ids, 1.0)[m], atol=1e-3)
+
+
+def test_actor_takes_published_weights_at_its_next_turn(ray_group, tiny_model_dir):
+    import ray
+
+    from actorlearner.rollout.actor import RolloutWorker
+    from actorlearner.rollout.config import RolloutConfig
+    from actorlearner.rollout.weight_board import create_board
+
+    cfg = RolloutConfig(
+        model_path=str(tiny_model_dir),
+        envs_per_actor=2,
+        env_fn=make_env,
+        max_new_tokens=8,
+        weights_between_turns=True,
+    )
+    worker = RolloutWorker(cfg)  # in this process, finding the board through Ray
+    board = create_board()
+    try:
+        new = perturbed_state(tiny_model_dir, seed=6)
+        ray.get(board.publish.remote(3, [ray.put(new)]))
+        trajs = worker.rollout(2, policy_version=0)  # asked for 0, takes 3 before replying
+        taken = worker.runner.timings["weights_between_turns"]
+        ray.get(board.publish.remote(4, [ray.put(perturbed_state(tiny_model_dir, seed=7))]))
+        probe = worker.rollout(1, policy_version=3, fixed_offset=0)  # a probe keeps its version
+    finally:
+        ray.kill(board)
+        worker.runner.close()
+    assert taken == 1 and worker.engine.version == 3
+    for t in [*trajs, *probe]:
+        assert {v for v, a in zip(t.versions, t.action_mask, strict=True) if a} == {3}
+    model = HFEngine(str(tiny_model_dir)).model
+    model.load_state_dict(new)
+    m = torch.tensor(trajs[0].action_mask, dtype=torch.bool)
+    want = forward_logprobs(model, trajs[0].token_ids, 1.0)[m]
+    torch.testing.assert_close(torch.tensor(trajs[0].logprobs)[m], want, atol=1e-5, rtol=0)
 
 
 def test_actor_death_mid_rollout_still_yields_full_batch(ray_group):
