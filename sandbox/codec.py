@@ -44,7 +44,7 @@ def decode(data: Any, depth: int = 0) -> Any:
     ((tag, body),) = data.items()
     try:
         return _decode_tagged(tag, body, depth + 1)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. complex(10**400, 0)
         raise DecodeError(f"malformed {tag!r} value: {exc}") from None
 
 

@@ -4,7 +4,8 @@ Runs in the parent only: `actual` is a plain builtin value decoded from the sand
 report (never a candidate object), `expected` never left the parent. Equality follows
 Python's `==` (as the benchmarks' own asserts do: ``1 == 1.0`` and ``True == 1`` hold),
 except that floats compare within `atol` (plus a tiny `rtol`, as EvalPlus does) and NaN
-equals NaN, recursively through lists, tuples and dict values.
+equals NaN, recursively through lists, tuples and dict values. A value that cannot be
+compared (an int too big for a float, say) is a mismatch, never an exception.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-ORACLES = ("eq", "truthy", "find_zero")
+ORACLES = ("eq", "is", "truthy", "find_zero")
 
 
 def matches(
@@ -21,6 +22,8 @@ def matches(
     """True when `actual` satisfies the test.
 
     oracle="eq": `actual == expected`, floats within `atol`/`rtol`.
+    oracle="is": `actual is expected`, for True, False and None (``assert f(x) is True``
+    fails on 1, as in Python).
     oracle="truthy": `bool(actual)` (`expected` is ignored).
     oracle="find_zero": `expected` is the coefficient list ``xs`` of HumanEval/32's
     polynomial and `actual` the root the candidate found; passes when
@@ -28,6 +31,8 @@ def matches(
     """
     if oracle == "eq":
         return _eq(actual, expected, atol, rtol)
+    if oracle == "is":
+        return actual is expected and any(expected is c for c in (True, False, None))
     if oracle == "truthy":
         return bool(actual)
     if oracle == "find_zero":
@@ -57,14 +62,12 @@ def _eq(a: Any, b: Any, atol: float, rtol: float) -> bool:
     if type(a) is float or type(b) is float:
         if not (_is_number(a) and _is_number(b)):
             return False
-        return _float_eq(float(a), float(b), atol, rtol)
+        try:
+            return _float_eq(float(a), float(b), atol, rtol)
+        except OverflowError:  # an int beyond any float equals no finite float
+            return False
     if type(a) is complex or type(b) is complex:
-        return (
-            type(a) in (int, float, bool, complex)
-            and type(b) in (int, float, bool, complex)
-            and _float_eq(complex(a).real, complex(b).real, atol, rtol)
-            and _float_eq(complex(a).imag, complex(b).imag, atol, rtol)
-        )
+        return _complex_eq(a, b, atol, rtol)
     if isinstance(a, list) and isinstance(b, list) or isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(_eq(x, y, atol, rtol) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
@@ -73,6 +76,17 @@ def _eq(a: Any, b: Any, atol: float, rtol: float) -> bool:
         return bool(a == b)
     except Exception:  # e.g. comparing exotic expected values; a mismatch, not a crash
         return False
+
+
+def _complex_eq(a: Any, b: Any, atol: float, rtol: float) -> bool:
+    kinds = (int, float, bool, complex)
+    if type(a) not in kinds or type(b) not in kinds:
+        return False
+    try:
+        ca, cb = complex(a), complex(b)
+    except OverflowError:
+        return False
+    return _float_eq(ca.real, cb.real, atol, rtol) and _float_eq(ca.imag, cb.imag, atol, rtol)
 
 
 def _float_eq(a: float, b: float, atol: float, rtol: float) -> bool:

@@ -35,6 +35,8 @@ SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "
 # all when it switches to its unprivileged uid.
 ZYGOTE_CAPS = "setuid,setgid,chown,fowner,dac_override,kill"
 MAX_FILE_BYTES = 1 << 30
+# Where host daemons keep their unix sockets (D-Bus, journald, databases): hidden.
+HOST_SOCKET_DIRS = ("/run", "/var/run", "/var/lib")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -141,8 +143,26 @@ def firejail_args(memory_bytes: int) -> list[str]:
     # Read-only everywhere a job's uid could write (/tmp is closed by the zygote).
     for path in ("/var", "/dev/shm", "/etc", "/usr", prefix):
         args.append(f"--read-only={path}")
-    args.append("--blacklist=/run/lock")
+    # Host services listen on unix sockets there, and connect() ignores read-only mounts.
+    args += [f"--blacklist={path}" for path in _firejail_socket_hides()]
     return args
+
+
+def _firejail_socket_hides() -> list[str]:
+    """firejail keeps its own state in /run/firejail and fails if /run goes: hide every
+    other entry of /run (as the host has them when the jail starts)."""
+    out = []
+    for path in _socket_dirs():
+        if path != "/run":
+            out.append(path)
+            continue
+        out += [f"/run/{e}" for e in sorted(os.listdir("/run")) if e != "firejail"]
+    return out
+
+
+def _socket_dirs() -> list[str]:
+    """`HOST_SOCKET_DIRS` that exist, each once (/var/run is usually a link to /run)."""
+    return sorted({os.path.realpath(p) for p in HOST_SOCKET_DIRS if os.path.isdir(p)})
 
 
 def unshare_args() -> list[str]:
@@ -167,6 +187,7 @@ def mount_plan() -> dict[str, list[str]]:
         for entry in sorted(os.listdir("/"))
         if entry not in SYSTEM_DIRS and entry not in ("run", "var", "tmp")
     ]
+    hide += _socket_dirs()
     visible_tops = SYSTEM_DIRS | {"run", "var", "tmp"}
     inner = [
         p

@@ -24,6 +24,7 @@ class Limits:
     memory_mb: int = 2048  # address-space limit
     output_bytes: int = 1 << 20  # stdout+stderr kept; the rest is discarded
     file_bytes: int = 8 << 20  # RLIMIT_FSIZE inside the scratch dir
+    scratch_bytes: int = 64 << 20  # all files of the run together (the run is stopped past it)
     max_procs: int = 16  # processes/threads the candidate may create
 
 
@@ -36,6 +37,8 @@ class TestCase:
     `expected` unset means "just report the value" (used to compute expected
     outputs from a reference solution, as EvalPlus does).
     """
+
+    __test__ = False  # not a pytest test class, despite the name
 
     expr: str
     expected: Any = _UNSET

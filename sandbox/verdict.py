@@ -1,9 +1,10 @@
 """Turn a sandbox's raw reply into a trusted `Verdict`.
 
 Everything in the reply's channel may have been written by the candidate, so it is
-parsed defensively: only the first report per test counts, malformed lines are
-ignored, and pass/fail comes from comparing decoded values with expected values
-that never left this process.
+parsed defensively: only the first report per test counts, malformed lines (too
+deep, numbers too long to parse in linear time) are ignored, anything that fails
+while decoding or comparing a value fails that test, and pass/fail comes from
+comparing decoded values with expected values that never left this process.
 """
 
 from __future__ import annotations
@@ -24,16 +25,38 @@ EXIT_HINTS = {
 }
 
 
+# The harness writes ints beyond 2**62 as hex and floats by repr, so longer decimal
+# numbers are forged; refusing them keeps parsing linear (Python's int() is quadratic).
+MAX_NUMBER_CHARS = 40
+
+
+def _number(parse):
+    def bounded(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise ValueError("number too long")
+        return parse(text)
+
+    return bounded
+
+
+_DECODER = json.JSONDecoder(parse_int=_number(int), parse_float=_number(float))
+
+
+def _load_line(line: str) -> Any:
+    """One channel line as JSON, or None (malformed, too deep for the recursion limit)."""
+    try:
+        return _DECODER.decode(line)
+    except (ValueError, RecursionError):
+        return None
+
+
 def parse_channel(text: str) -> tuple[dict[str, Any] | None, bool, dict[int, dict[str, Any]], bool]:
     """(program_error, loaded, reports by test index, done) from the channel's lines."""
     program_error = None
     loaded = done = False
     reports: dict[int, dict[str, Any]] = {}
     for line in text.splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
+        msg = _load_line(line)
         if type(msg) is not dict:
             continue
         kind = msg.get("k")
@@ -72,6 +95,14 @@ def build_verdict(
         err = _exc_fields(program_error.get("exc"))
         verdict.status = "error"
         verdict.error_type, verdict.message, verdict.traceback = err
+    elif reply.get("scratch_exceeded"):
+        verdict.status, verdict.error_type = "error", "ScratchLimit"
+        verdict.message = f"wrote more than {limits.scratch_bytes} bytes to its scratch dir"
+    elif not reply.get("clean", True) or reply.get("cleanup_error"):
+        verdict.status, verdict.error_type = "error", "Leftover"
+        verdict.message = "left processes or files the sandbox could not remove: " + str(
+            reply.get("cleanup_error") or "processes survived"
+        )
     elif timed_out and (not loaded or any(o.status == "timeout" for o in outcomes)):
         verdict.status = "timeout"
         verdict.error_type = "Timeout"
@@ -94,7 +125,7 @@ def _outcome(
     exit_note: str,
 ) -> TestOutcome:
     out = TestOutcome(index=i, status="passed", expr=test.expr)
-    if test.has_expected and test.oracle == "eq":
+    if test.has_expected and test.oracle in ("eq", "is"):
         out.expected = short_repr(test.expected)
     if report is None:
         out.status = "timeout" if timed_out else "not_run"
@@ -105,16 +136,22 @@ def _outcome(
         out.error_type, out.message, out.traceback = _exc_fields(report.get("exc"))
         return out
     try:
-        value = decode(report.get("v"))
-    except DecodeError as exc:
-        out.status, out.error_type, out.message = "error", "BadReport", str(exc)
-        return out
+        _judge(out, test, decode(report.get("v")))
+    except Exception as exc:  # anything a reported value makes us raise fails its test
+        out.value = out.actual = None
+        out.status, out.error_type = "error", "BadReport"
+        out.message = (
+            str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__} on its value"
+        )
+    return out
+
+
+def _judge(out: TestOutcome, test: TestCase, value: Any) -> None:
     out.value, out.actual = value, short_repr(value)
     if test.has_expected and not matches(value, test.expected, test.atol, test.oracle):
         out.status = "failed"
     elif not test.has_expected and test.oracle == "truthy" and not value:
         out.status = "failed"
-    return out
 
 
 def _exc_fields(exc: Any) -> tuple[str, str, str]:

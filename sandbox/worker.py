@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from sandbox.jail import MAX_FILE_BYTES, harness_source, zygote_command
+from sandbox.seccomp import job_filter
 from sandbox.types import Limits
 
 # Fresh uids come from a range no real account uses; one per job.
@@ -66,7 +67,7 @@ class Worker:
         try:
             assert self._proc.stdin is not None
             self._proc.stdin.write(harness_source())
-            self._proc.stdin.flush()
+            self._send({"seccomp": job_filter().hex()})
             hello = self._recv(timeout=30.0)
         except (WorkerError, OSError) as exc:
             err = self._stderr()
@@ -115,6 +116,7 @@ class Worker:
             "rlimits": job_rlimits(limits),
             "uid": random.randrange(*UID_RANGE) if self.privileged else None,
             "output_bytes": limits.output_bytes,
+            "scratch_bytes": limits.scratch_bytes,
             "max_result_bytes": MAX_RESULT_BYTES,
         }
         try:
@@ -125,6 +127,7 @@ class Worker:
             raise
         self.jobs_run += 1
         if "harness_error" in reply:
+            self.close()  # its job template may be mid-job: a fresh jail serves the next
             raise WorkerError(f"sandbox harness error: {reply['harness_error']}")
         return reply
 

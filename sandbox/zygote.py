@@ -1,10 +1,15 @@
 """The warm, trusted zygote that runs inside the jail (stdlib only, sent as source).
 
-Started once per worker, it forks one child per job; the child drops to a fresh
-unprivileged uid with rlimits in a fresh scratch dir, then runs `harness.run_tests`,
-so a job cannot reach the zygote or other jobs, and every process it leaves behind is
-killed before the reply goes out. For the unshare backend it also draws the jail's
-filesystem in its own mount namespace.
+Started once per worker, it splits in two before any job arrives: a *template* that
+has only imported the preloads and forks one child per job, and a *controller* that
+holds the jobs' data, collects their reports and cleans up. Job data reaches a child
+through a pipe only the child reads, and its reports and output go straight back to
+the controller, so no job descends from a process that ever held another job's
+program, values or output (nothing to replay). The child drops to a fresh
+unprivileged uid with rlimits and a seccomp filter in a fresh scratch dir, then runs
+`harness.run_tests`; every process it leaves behind is killed before the reply goes
+out. For the unshare backend the zygote also draws the jail's filesystem in its own
+mount namespace.
 
 In the jail this file is appended to harness.py's source (see `jail.harness_source`),
 which is where `Channel`, `run_tests` and `traceback` come from there.
@@ -39,15 +44,21 @@ def _recv(fd):
     return json.loads(_read_exact(fd, int.from_bytes(head, "big")))
 
 
-def _send(fd, obj):
+def _frame(obj):
     data = json.dumps(obj).encode("utf-8", "surrogatepass")
-    Channel(fd).send_raw(len(data).to_bytes(4, "big") + data)
+    return len(data).to_bytes(4, "big") + data
 
 
-def _child(job, scratch, out_fd, chan_w):
-    """In the forked child: isolate, drop to the job's uid, run the tests, exit."""
+def _send(fd, obj):
+    Channel(fd).send_raw(_frame(obj))
+
+
+def _job_child(job_r, out_fd, chan_w, seccomp):
+    """In the forked child: read the job, isolate, drop to its uid, run the tests."""
     import resource
 
+    job = _recv(job_r)
+    os.close(job_r)
     os.setsid()
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
@@ -55,7 +66,7 @@ def _child(job, scratch, out_fd, chan_w):
     os.dup2(devnull, 0)
     chan = os.dup2(chan_w, 3)
     os.closerange(4, 1 << 16)
-    os.chdir(scratch)
+    os.chdir(job["scratch"])
     for name, value in job["rlimits"].items():
         soft, hard = value if isinstance(value, list) else (value, value)
         resource.setrlimit(getattr(resource, name), (soft, hard))
@@ -65,10 +76,16 @@ def _child(job, scratch, out_fd, chan_w):
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+    _load_seccomp(seccomp)
     os.umask(0o077)
     os.environ.clear()
     os.environ.update(
-        {"HOME": scratch, "TMPDIR": scratch, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        {
+            "HOME": job["scratch"],
+            "TMPDIR": job["scratch"],
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+        }
     )
     sys.argv = ["candidate"]
     try:
@@ -79,6 +96,18 @@ def _child(job, scratch, out_fd, chan_w):
                 stream.flush()
             except BaseException:
                 pass
+
+
+def _load_seccomp(bpf):
+    """Install the job's seccomp filter (raw BPF built outside the jail; see sandbox.seccomp)."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    prog = SockFprog(len(bpf) // 8, bpf)
+    if _libc().prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
+        raise OSError(ctypes.get_errno(), "cannot load the job's seccomp filter")
 
 
 def _kill_uid(uid):
@@ -170,42 +199,37 @@ def _describe_exit(status):
     return f"killed by {name}"
 
 
-def _wait_and_collect(pid, chan_r, deadline, max_bytes):
-    """Read the channel until the child exits or the deadline passes."""
+QUOTA_POLL_S = 0.01  # how often the scratch dir's size is checked while a job runs
+
+
+def _wait_and_collect(pid, chan_r, deadline, max_bytes, over_quota):
+    """Read the channel until the child exits, the deadline passes or its scratch
+    dir outgrows its bound; (data, timed_out, exited, over_quota)."""
     import select
     import time
 
     pidfd = os.pidfd_open(pid)
     data = bytearray()
-    exited = timed_out = False
+    watch = [chan_r, pidfd]
+    timed_out = exited = over = False
     try:
-        while not exited:
+        while not (timed_out or exited or over):
             left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
+            timed_out = left <= 0
+            over = not timed_out and over_quota()
+            if timed_out or over:
                 break
-            ready, _, _ = select.select([chan_r, pidfd], [], [], left)
+            ready = select.select(watch, [], [], min(left, QUOTA_POLL_S))[0]
             if chan_r in ready:
                 chunk = os.read(chan_r, 1 << 16)
-                if chunk and len(data) < max_bytes:
+                if not chunk:
+                    watch.remove(chan_r)  # every writer is gone; only the exit remains
+                elif len(data) < max_bytes:
                     data += chunk[: max_bytes - len(data)]
-                elif not chunk:
-                    # EOF: every writer is gone; only the exit remains.
-                    select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
-                    exited = True
-                    timed_out = not _exited(pidfd)
-            if pidfd in ready:
-                exited = True
-        exited = exited and not timed_out
+            exited = pidfd in ready
     finally:
         os.close(pidfd)
-    return data, timed_out, exited
-
-
-def _exited(pidfd):
-    import select
-
-    return bool(select.select([pidfd], [], [], 0)[0])
+    return data, timed_out, exited, over
 
 
 def _drain(fd, data, max_bytes):
@@ -221,54 +245,188 @@ def _drain(fd, data, max_bytes):
             data += chunk[: max_bytes - len(data)]
 
 
-def _run_job(job, scratch_root):
-    import shutil
-    import time
+def _used_bytes(path):
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
 
+
+def _new_scratch(scratch_root, uid):
     scratch = os.path.join(scratch_root, os.urandom(12).hex())
     os.mkdir(scratch, 0o700)
-    uid = job["uid"]
     if uid is not None:
         os.chown(scratch, uid, uid)
-    out_path = os.path.join(scratch, ".output")
-    out_fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    return scratch
+
+
+def _remove_tree(top):
+    """Delete `top` without recursion or long paths: each subdirectory is first moved up
+    to `top`'s own level, so 1,500 nested dirs cost a loop, not a stack."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    root = os.open(top, flags)
+    try:
+        todo = ["."]
+        while todo:
+            name = todo.pop()
+            fd = os.open(name, flags, dir_fd=root)
+            try:
+                for entry in list(os.scandir(fd)):
+                    if not entry.is_dir(follow_symlinks=False):
+                        os.unlink(entry.name, dir_fd=fd)
+                    elif name == ".":
+                        todo.append(entry.name)
+                    else:
+                        flat = "." + os.urandom(16).hex()
+                        os.rename(entry.name, flat, src_dir_fd=fd, dst_dir_fd=root)
+                        todo.append(flat)
+            finally:
+                os.close(fd)
+        for entry in list(os.scandir(root)):  # only empty dirs are left
+            os.rmdir(entry.name, dir_fd=root)
+    finally:
+        os.close(root)
+    os.rmdir(top)
+
+
+def _remove_scratch(scratch):
+    """Remove the job's dir; the error text if it could not be (the program's doing)."""
+    try:  # the usual case: only our output file is left
+        os.unlink(os.path.join(scratch, ".output"))
+        os.rmdir(scratch)
+        return None
+    except OSError:
+        pass
+    try:
+        _remove_tree(scratch)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _run_job(job, scratch_root, tpl):
+    """Run one job in a child of the template; the raw reply (decoded by the parent)."""
+    import time
+
+    scratch = _new_scratch(scratch_root, job["uid"])
+    out_fd = os.open(os.path.join(scratch, ".output"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     chan_r, chan_w = os.pipe()
+    job_r, job_w = os.pipe()
+    baseline = _used_bytes(scratch_root)
     start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(chan_r)
-            _child(job, scratch, out_fd, chan_w)
-        except BaseException:
-            code = 70  # setup failed before the candidate ran; the traceback is in the output
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(chan_w)
-    data, timed_out, exited = _wait_and_collect(
-        pid, chan_r, start + job["timeout_s"], job["max_result_bytes"]
+    pid = _spawn(tpl, job["uid"], [job_r, out_fd, chan_w])
+    for fd in (job_r, chan_w):
+        os.close(fd)
+    _hand_over(job_w, dict(job, scratch=scratch))
+    data, timed_out, exited, over = _wait_and_collect(
+        pid,
+        chan_r,
+        start + job["timeout_s"],
+        job["max_result_bytes"],
+        lambda: _used_bytes(scratch_root) - baseline > job["scratch_bytes"],
     )
     duration = time.monotonic() - start
-    status, clean = _end_job(pid, uid, exited)
+    status, clean = _finish(tpl, exited)
     _drain(chan_r, data, job["max_result_bytes"])
     os.close(chan_r)
     output = os.pread(out_fd, job["output_bytes"], 0).decode("utf-8", "replace")
     os.close(out_fd)
-    try:  # the usual case: only our output file is left
-        os.unlink(out_path)
-        os.rmdir(scratch)
-    except OSError:
-        shutil.rmtree(scratch, ignore_errors=True)
     return {
         "channel": data.decode("utf-8", "replace"),
         "output": output,
         "timed_out": timed_out,
-        "exit": None if timed_out else _describe_exit(status),
+        "scratch_exceeded": over,
+        "exit": None if timed_out or over else _describe_exit(status),
         "duration_s": duration,
         "clean": clean,
+        "cleanup_error": _remove_scratch(scratch),
         "truncated": len(data) >= job["max_result_bytes"],
     }
+
+
+def _hand_over(fd, job):
+    """Write the job to the child's pipe (a child that died first just never reads it)."""
+    try:
+        Channel(fd).send_raw(_frame(job))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- the template: forks job children, never sees job data ------------------------------
+
+
+def _start_template(seccomp):
+    """Fork the template now, while this process holds nothing but the preloads."""
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:
+        ours.close()
+        code = 0
+        try:
+            os.closerange(3, theirs.fileno())
+            os.closerange(theirs.fileno() + 1, 1 << 16)
+            _template(theirs, seccomp)
+        except BaseException:
+            code = 70
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ours
+
+
+def _template(sock, seccomp):
+    """Loop: receive a job's pipes, fork its child, report its pid; on the controller's
+    word, kill and reap whatever the job started and report its exit status."""
+    import socket
+
+    _become_subreaper()
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 256, 3)
+        if not msg:
+            return
+        uid = json.loads(msg)["uid"]
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _child_main(*fds, seccomp)
+        for fd in fds:
+            os.close(fd)
+        sock.send(str(pid).encode())
+        exited = sock.recv(16)
+        if not exited:
+            return
+        sock.send(json.dumps(_end_job(pid, uid, exited == b"1")).encode())
+
+
+def _child_main(job_r, out_fd, chan_w, seccomp):
+    code = 0
+    try:
+        _job_child(job_r, out_fd, chan_w, seccomp)
+    except BaseException:
+        code = 70  # setup failed before the candidate ran; the traceback is in the output
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _spawn(tpl, uid, fds):
+    import socket
+
+    socket.send_fds(tpl, [json.dumps({"uid": uid}).encode()], fds)
+    return int(_expect(tpl))
+
+
+def _finish(tpl, exited):
+    tpl.send(b"1" if exited else b"0")
+    return json.loads(_expect(tpl))
+
+
+def _expect(tpl):
+    reply = tpl.recv(256)
+    if not reply:
+        raise RuntimeError("the job template exited")
+    return reply
 
 
 _LIBC: list = []
@@ -403,32 +561,34 @@ def _private_filesystem(plan):
 
 
 def serve(scratch_root, plan):
-    """Zygote loop: read a job, run it in a forked child, reply; until stdin closes."""
+    """Zygote loop: read a job, run it in a child of the template, reply; until stdin closes."""
     import gc
 
-    _become_subreaper()
+    config = _recv(0)  # sent right after this source: what every job child loads
     if plan != "firejail":
         _private_filesystem(json.loads(plan))
     _open_interpreter_path()
     _make_scratch_root(scratch_root)
     _preload()
-    gc.collect()
-    gc.freeze()  # children then leave these objects' pages shared (fewer copy-on-writes)
     inp, out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    _send(out, {"ready": True, "uid": os.getuid()})
+    gc.collect()
+    gc.freeze()  # children then leave these objects' pages shared (fewer copy-on-writes)
     os.dup2(devnull, 2)  # nobody reads our stderr from now on; it must not fill up
+    tpl = _start_template(bytes.fromhex(config["seccomp"]))
+    _send(out, {"ready": True, "uid": os.getuid()})
     while True:
         job = _recv(inp)
         if job is None:
             return
         try:
-            reply = _run_job(job, scratch_root)
-        except Exception as exc:  # a harness bug: report it, keep serving
+            reply = _run_job(job, scratch_root, tpl)
+        except Exception as exc:  # a fault of the sandbox itself: report it, keep serving
             reply = {"harness_error": "".join(traceback.format_exception(exc))}
         _send(out, reply)
+        del job, reply
 
 
 if __name__ == "__main__":

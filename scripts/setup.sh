@@ -8,6 +8,15 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.13.0
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+# libseccomp builds the seccomp filter every sandbox job loads (pyseccomp calls it).
+if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null
+  fi
+fi
+
 PIP="python3 -m pip"
 PIP_FLAGS=(-q --disable-pip-version-check)
 RUN=()
