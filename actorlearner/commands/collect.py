@@ -70,8 +70,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         progress: Annotated[bool, Opt("--progress/--no-progress")] = True,
     ):
-        """Sample solutions, execute them, ask for explanations + fixes of the wrong ones,
-        verify the fixes in the sandbox, and write sft/pool/references/failures JSONL."""
+        """Build the SFT data, the RL pool and the references (LeDex data collection).
+
+        Sample solutions, execute them, ask for explanations + fixes of the wrong ones,
+        verify the fixes in the sandbox, and write sft/pool/references/failures JSONL.
+        """
         given = {
             "data.train": problems or None,
             "collect.sampler": sampler,

@@ -7,12 +7,25 @@ from typing import Annotated
 
 import typer
 
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML run config (see configs/)")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="overrides such as train.iterations=4")]
-DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="print the resolved config and resource plan")
+ConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="YAML run config (see configs/)", metavar="FILE")
 ]
-Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="continue an interrupted run")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="overrides such as train.iterations=4; the valid keys are the fields of the "
+        "config dataclasses in actorlearner/config.py, and --dry-run prints them all",
+        metavar="KEY=VALUE",
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="print the resolved config and resource plan", metavar=""),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume/--no-resume", help="continue an interrupted run", metavar=""),
+]
 
 
 def _load(config: str, overrides: list[str] | None):

@@ -368,6 +368,13 @@ def test_evaluate_help_reads_naturally():
     assert len(options) > 10 and not [line for line in options if type_labels.search(line)]
     listing = CliRunner().invoke(app, ["--help"], env=wide).output
     assert "Score samples in the sandbox and print pass@k, or run a model's" in listing
+    pipeline = " ".join(CliRunner().invoke(app, ["pipeline", "--help"], env=wide).output.split())
+    assert "the valid keys are the fields of the config dataclasses in actorlearner/config.py" in (
+        pipeline.replace("│ ", "")
+    )
+    for command in ("evaluate", "collect"):  # one summary sentence each, not a broken one
+        (row,) = [line for line in listing.splitlines() if line.startswith(f"│ {command} ")]
+        assert row.rstrip("│ ").endswith("."), row
 
 
 def test_depth_plot_is_on_a_0_to_100_axis():
