@@ -226,6 +226,8 @@ def run_evaluate(
         problems = load_benchmark(spec)
     if canonical:
         samples = [{"task_id": p.task_id, "solution": p.reference} for p in problems if p.reference]
+        if not samples:
+            raise UsageError(f"{spec} has no reference solutions to score; drop --canonical")
     else:
         try:
             samples = read_samples(samples_path)  # type: ignore[arg-type]

@@ -65,7 +65,8 @@ def _mismatch_message(
     if len(unknown) == num_samples:
         scope = f"none of the {num_samples} samples' task ids is in {benchmark}"
     else:
-        scope = f"{len(unknown)} of the {num_samples} samples' task ids are not in {benchmark}"
+        verb = "is" if len(unknown) == 1 else "are"
+        scope = f"{len(unknown)} of the {num_samples} samples' task ids {verb} not in {benchmark}"
     example = problems[0].task_id if problems else "?"
     hint = f"its task ids look like {example!r}"
     if all(i.isdigit() for i in ids):

@@ -62,6 +62,7 @@ def _lines(tmp_path, rows, name="samples.jsonl"):
     "bad, message",
     [
         ("{oops", r"samples.jsonl:2: not valid JSON"),
+        ('{"task_id": 1,', r":2: not valid JSON \(.* at column 15\)"),  # the line's end
         ('"text"', r":2: expected a JSON object"),
         ({"completion": "x"}, r":2: missing 'task_id'"),
         ({"task_id": "HumanEval/0"}, r":2: give exactly one of 'completion'.*has neither"),
@@ -270,7 +271,7 @@ def test_evaluate_command_end_to_end(tmp_path):
     "ids, message",
     [
         ([11, 12], "none of the 2 samples' task ids is in humaneval (11, 12)"),
-        (["Mbpp/11", "HumanEval/3"], "1 of the 2 samples' task ids are not in humaneval (Mbpp/11)"),
+        (["Mbpp/11", "HumanEval/3"], "1 of the 2 samples' task ids is not in humaneval (Mbpp/11)"),
         (["HumanEval/164"], "none of the 1 samples' task ids is in humaneval (HumanEval/164)"),
     ],
 )
@@ -309,6 +310,7 @@ GENERIC = {
     [
         ([{k: v for k, v in GENERIC.items() if k != "tests"}], ":1: missing required key 'tests'"),
         ([GENERIC, GENERIC], ":2: duplicate task_id 'add' (first on line 1)"),
+        ([{**GENERIC, "tests": ["assert add(1, 2) == 3"]}], "has no reference solutions to score"),
         ([{**GENERIC, "tests": ["print(add(1, 2))"]}], ":1: tests[0]: expected one `assert`"),
         (['{"task_id": "add",'], ":1: not valid JSON (Expecting property name enclosed in "
          "double quotes at column 19)"),
