@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 DEFAULT_MODEL = "default"
@@ -32,17 +33,29 @@ def load_encoder(name: str = DEFAULT_MODEL) -> Any:
         ) from exc
 
 
-@functools.lru_cache(maxsize=4096)
-def _embed(name: str, text: str) -> Any:
-    return load_encoder(name).encode([text], convert_to_numpy=True, normalize_embeddings=True)[0]
+_CACHE: dict[tuple[str, str], Any] = {}  # (model, text) -> unit embedding
+_CACHE_SIZE = 4096
+
+
+def embed_many(name: str, texts: Sequence[str]) -> list[Any]:
+    """Unit embeddings of `texts`, the uncached ones in one batched forward."""
+    todo = list(dict.fromkeys(t for t in texts if (name, t) not in _CACHE))
+    if todo:
+        if len(_CACHE) + len(todo) > _CACHE_SIZE:
+            _CACHE.clear()  # references repeat within a run; a rare full reset is cheap
+        vectors = load_encoder(name).encode(
+            todo, convert_to_numpy=True, normalize_embeddings=True, batch_size=64
+        )
+        _CACHE.update(((name, t), v) for t, v in zip(todo, vectors, strict=True))
+    return [_CACHE[(name, t)] for t in texts]
 
 
 def max_cosine(
     text: str, references: tuple[str, ...] | list[str], model: str = DEFAULT_MODEL
 ) -> float:
-    """max over references r of cos(embed(text), embed(r)); references are cached."""
+    """max over references r of cos(embed(text), embed(r)); embeddings are cached."""
     refs = [r for r in references if r.strip()]
     if not refs:
         return 0.0
-    query = _embed(model, text)
-    return float(max(float(query @ _embed(model, r)) for r in refs))
+    query, *embedded = embed_many(model, [text, *refs])
+    return float(max(float(query @ e) for e in embedded))

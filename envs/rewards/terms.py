@@ -47,25 +47,39 @@ def constant(ctx: RewardContext, value: float = 1.0) -> float:
 
 @reward_term("codebleu", span="code")
 def codebleu(
-    ctx: RewardContext, weights: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
+    ctx: RewardContext,
+    weights: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
+    worker: bool = True,
 ) -> float:
     """CodeBLEU (the `codebleu` package, lang python) of the reply's code, max over the
-    verified reference fixes; 0 without code or references."""
+    verified reference fixes; 0 without code or references. `worker`: compute it in the
+    process's reward worker (envs/rewards/worker.py), off the generation path."""
     from envs.rewards.codebleu import max_codebleu
 
     if not ctx.reply.has_code or not ctx.references.codes:
         return 0.0
-    return max_codebleu(ctx.reply.code or "", ctx.references.codes, tuple(weights))
+    args = (ctx.reply.code or "", tuple(ctx.references.codes), tuple(weights))
+    return _in_worker("codebleu", *args) if worker else max_codebleu(*args)
 
 
 @reward_term("explanation_similarity", span="explanation")
-def explanation_similarity(ctx: RewardContext, model: str = "default") -> float:
+def explanation_similarity(
+    ctx: RewardContext, model: str = "default", worker: bool = True
+) -> float:
     """Cosine similarity of sentence embeddings between the reply's explanation and the
     reference explanations, max over them; 0 without explanation or references.
     `model`: "default" (all-MiniLM-L6-v2, bundled offline), a local path or a hub name
-    (e.g. "sentence-transformers/all-roberta-large-v1" as in the LeDex paper)."""
+    (e.g. "sentence-transformers/all-roberta-large-v1" as in the LeDex paper).
+    `worker`: as for `codebleu`; the worker loads the model once for all env copies."""
     from envs.rewards.similarity import max_cosine
 
     if not ctx.reply.explanation.strip() or not ctx.references.explanations:
         return 0.0
-    return max_cosine(ctx.reply.explanation, ctx.references.explanations, model)
+    args = (ctx.reply.explanation, tuple(ctx.references.explanations), model)
+    return _in_worker("cosine", *args) if worker else max_cosine(*args)
+
+
+def _in_worker(kind: str, *args: object) -> float:
+    from envs.rewards.worker import reward_worker
+
+    return reward_worker().score(kind, *args)

@@ -219,3 +219,46 @@ def test_similarity_model_is_configurable():
     reward = CompositeReward([{"name": "explanation_similarity", "options": {"model": path}}])
     c = ctx(format_reply("The sum subtracts instead of adding.", FIX), verdict(1, 1))
     assert reward(c).total == pytest.approx(get_term("explanation_similarity")(c), abs=1e-5)
+
+
+# ---------------------------------------------------------------- reward worker
+
+
+def test_reward_worker_batches_concurrent_requests_with_inline_values():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from envs.rewards.codebleu import max_codebleu
+    from envs.rewards.similarity import max_cosine
+    from envs.rewards.worker import reward_worker
+
+    worker = reward_worker()  # this process's: embedding model and CodeBLEU live there
+    texts = [f"The loop stops one step early ({i})." for i in range(12)]
+    refs = tuple(REFS.explanations)
+    worker.score("cosine", "warm-up", refs, "default")  # the model loads once, there
+    before = worker.batches
+    with ThreadPoolExecutor(12) as pool:  # twelve env threads asking at once
+        cosines = list(pool.map(lambda t: worker.score("cosine", t, refs, "default"), texts))
+    batches = worker.batches - before
+    bleu = worker.score("codebleu", FIX, tuple(REFS.codes), (0.25, 0.25, 0.25, 0.25))
+    with pytest.raises(TypeError):
+        worker.score("codebleu", FIX)  # a bad request fails its caller only
+    again = worker.score("cosine", texts[0], refs, "default")
+    assert cosines == pytest.approx([max_cosine(t, refs) for t in texts], abs=1e-5)
+    assert bleu == pytest.approx(max_codebleu(FIX, REFS.codes)) and bleu == pytest.approx(1.0)
+    assert again == pytest.approx(cosines[0], abs=1e-6)
+    assert batches < len(texts)  # concurrent requests shared batches
+
+
+def test_ledex_terms_in_the_worker_equal_inline(ledex):
+    inline = CompositeReward(
+        [
+            {"name": "codebleu", "options": {"worker": False}},
+            {"name": "explanation_similarity", "options": {"worker": False}},
+        ]
+    )
+    c = ctx(format_reply("Use plus, not minus.", "def add(a, b):\n    return b + a"), None)
+    r = ledex(c)
+    assert r.raw["codebleu"] == pytest.approx(inline(c).raw["codebleu"])
+    assert r.raw["explanation_similarity"] == pytest.approx(
+        inline(c).raw["explanation_similarity"], abs=1e-5
+    )
