@@ -7,6 +7,24 @@ model's reply text ("<explanation>\n```python\n<program>\n```"). The env runs th
 reply's program in the sandbox and scores it with a composite reward whose terms
 and character spans land in `info`, so a trainer can place each reward on the
 token that ends its span.
+
+The contract a replacement env keeps to be trained and evaluated by a run (`env.id`):
+- `gymnasium.make(id, problems=..., max_turns=..., rewards=..., pool=..., **env.kwargs)`
+  for training and the probe; `gymnasium.make(id, problems=..., max_turns=rounds,
+  **env.kwargs)` for evaluation (`pool` only when collection made one).
+- Observations and actions are text: the next user message, and the model's reply.
+  `terminated` when all tests pass, `truncated` at the turn limit.
+- `reset` info the rollout reads: "messages" (the chat so far; default: the observation
+  as one user message), "system" (a system prompt), "task_id".
+- `step` info the rollout reads: "rewards_by_span" ({"explanation"|"code"|"turn": value};
+  what they leave of the step reward goes on the reply's last token), "spans"
+  ({"explanation"|"code": (start, end)} character offsets into the reply, to place those
+  rewards), "reward_terms" (label -> weighted value, logged as `reward_terms/<label>`),
+  "verdict" (an object with `pass_rate`, at the episode's end) and "sandbox_error" (the
+  episode is dropped from training).
+- `reset(options={"start": i})` over a list attribute `starts` (for `train.group_size` > 1
+  and the probe) and `reset(options={"task_id": ..., "initial_code": ...})` (evaluation).
+A subclass of `CodeRefineEnv` keeps all of it.
 """
 
 from __future__ import annotations

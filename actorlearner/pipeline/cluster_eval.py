@@ -37,6 +37,8 @@ class DepthSettings:
     temperature: float = 0.0
     max_new_tokens: int = 256
     seed: int = 0
+    env_id: str = "CodeRefine-v0"  # the run's env.id
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the run's env.kwargs
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +94,8 @@ def play_shard(
         num_envs=episodes,
         seed=settings.seed,
         overlap="auto",
+        env_id=settings.env_id,
+        env_kwargs=settings.env_kwargs,
     )
     return records, passed, time.perf_counter() - start
 

@@ -85,9 +85,11 @@ def play(
     num_envs: int = 16,
     env_kwargs: dict | None = None,
     overlap: bool | str | None = None,
+    env_id: str = "CodeRefine-v0",
 ) -> list[EpisodeRecord]:
-    """Play one episode per (task, start program) for up to `rounds` replies. `overlap`
-    (default: on with several envs) splits each round's batch to hide sandbox time."""
+    """Play one episode per (task, start program) for up to `rounds` replies in `env_id`
+    (the run's `env.id`). `overlap` (default: on with several envs) splits each round's
+    batch to hide sandbox time."""
     from actorlearner.rollout.runner import EpisodeRunner
 
     records: list[EpisodeRecord] = []
@@ -102,7 +104,7 @@ def play(
     envs = [
         _ScriptedStarts(
             gym.make(
-                "CodeRefine-v0",
+                env_id,
                 problems=list(by_task.values()),
                 max_turns=rounds,
                 **(env_kwargs or {}),
@@ -216,6 +218,8 @@ def play_depth(
     num_envs: int = 16,
     seed: int = 0,
     overlap: bool | str | None = None,
+    env_id: str = "CodeRefine-v0",
+    env_kwargs: dict | None = None,
 ) -> tuple[list[EpisodeRecord], dict[str, list[bool]]]:
     """The episodes of one problem set and which starting programs already pass."""
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
@@ -226,8 +230,9 @@ def play_depth(
         for t, codes in starts.items()
     }
     records = play(
-        engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs, overlap=overlap
-    )
+        engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs,
+        env_kwargs=env_kwargs, overlap=overlap, env_id=env_id,
+    )  # fmt: skip
     return records, passed
 
 

@@ -83,8 +83,15 @@ def eval_settings(cfg: RunConfig, model: str, bench: str, num_problems: int) -> 
         "max_new_tokens": ev.max_new_tokens,
         "seed": cfg.seed,
         "engine": eval_engine(cfg),
+        "env": [cfg.env.id, eval_env_kwargs(cfg)],
         "judge": f"{judge.model}@{judge.base_url}" if judge else None,
     }
+
+
+def eval_env_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """`env.kwargs` for evaluation: problems and turns are the benchmark's and the rounds."""
+    set_by_eval = ("problems", "max_turns", "pool", "rewards")
+    return {k: v for k, v in cfg.env.kwargs.items() if k not in set_by_eval}
 
 
 def eval_engine(cfg: RunConfig) -> str:
@@ -138,8 +145,9 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     if jobs:
         r = cfg.rollout
         depth = DepthSettings(
-            ev.rounds, ev.samples_per_task, ev.temperature, ev.max_new_tokens, cfg.seed
-        )
+            ev.rounds, ev.samples_per_task, ev.temperature, ev.max_new_tokens, cfg.seed,
+            cfg.env.id, eval_env_kwargs(cfg),
+        )  # fmt: skip
         shape = WorkerShape(r.num_cpus_per_actor, r.num_gpus_per_actor)
         evaluate_jobs(jobs, depth, eval_engine(cfg), shape, judge_config(cfg), on_result=store)
     write_summary(cfg, state, results)

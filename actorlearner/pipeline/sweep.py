@@ -1,4 +1,8 @@
-"""`actorlearner sweep`: Ray Tune grid over config overrides; each trial is a whole run."""
+"""`actorlearner sweep`: Ray Tune grid over config overrides; each trial is a whole run.
+
+Any key a config has can be swept, list items included: `train.rewards.1.weight=0.5,2`
+(a preset is expanded before overrides apply), `train.max_turns=1,2`, `evaluate.rounds=1,3`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ class SweepResult:
 
 
 def parse_grid(params: list[str]) -> dict[str, list[str]]:
-    """`["train.kl_coef=0.01,0.05", "train.max_turns=1,2"]` -> {key: [values]}."""
+    """`["train.kl_coef=0.01,0.05", "train.max_turns=1,2"]` -> {key: [values]}
+    (values are scalars: a value with a comma cannot be told from two values)."""
     grid: dict[str, list[str]] = {}
     for p in params:
         key, sep, values = p.partition("=")
@@ -33,31 +38,40 @@ def trial_overrides(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 
 
 def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """Flatten summary.json's last stage into `bench/pass@1@rR` numbers for the table."""
+    """Flatten summary.json's last stage into `bench/pass@1@rR` numbers for the table, and
+    the PPO stage's reward (last iteration, last half mean) and solved share."""
     results = summary.get("results", {})
-    if not results:
-        return {}
-    stage = list(results)[-1]
     out: dict[str, float] = {}
-    for bench, m in results[stage].items():
+    for bench, m in results[list(results)[-1]].items() if results else ():
         out[f"{bench}/pass@1@r0"] = m["pass@1"][0]
         out[f"{bench}/pass@1@r{len(m['pass@1']) - 1}"] = m["pass@1"][-1]
     train = summary.get("train", {})
-    if "reward_last" in train:
-        out["train/reward_last"] = train["reward_last"]
+    for key in ("reward_last", "reward_last_half", "solved_last_half"):
+        if key in train:
+            out[f"train/{key}"] = train[key]
     return out
+
+
+def _short(key: str) -> str:
+    """A key's trial-name part: its last name, with a list index kept (`rewards.1.weight`)."""
+    parts = key.split(".")
+    tail = parts[-3:] if len(parts) >= 3 and parts[-2].isdigit() else parts[-1:]
+    return ".".join(tail)
 
 
 def _trial(config_path: str, base_overrides: list[str], sweep_name: str, params: dict[str, str]):
     from ray import tune
 
     from actorlearner.pipeline.run import run_pipeline
+    from actorlearner.pipeline.state import RunState
 
-    tag = "-".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
+    tag = "-".join(f"{_short(k)}={v}" for k, v in params.items())
     overrides = base_overrides + [f"{k}={v}" for k, v in params.items()]
     overrides.append(f"name={sweep_name}/{tag}")
     cfg = load_config(config_path, overrides)
     summary = run_pipeline(cfg)
+    if "train" not in summary:  # no evaluation ran: the PPO stage's own numbers
+        summary = {**summary, "train": RunState(cfg.run_dir).output("train")}
     tune.report(headline_metrics(summary) or {"done": 1.0})
 
 
@@ -69,12 +83,17 @@ def run_sweep(
     from ray import tune
 
     grid = parse_grid(params)
-    first = load_config(config_path, base_overrides + [f"{k}={v[0]}" for k, v in grid.items()])
+    trials = trial_overrides(grid)
+    for trial in trials:  # every grid point must load before any trial runs
+        load_config(config_path, base_overrides + [f"{k}={v}" for k, v in trial.items()])
+    first = load_config(config_path, base_overrides + [f"{k}={v}" for k, v in trials[0].items()])
     # Trials run in their own directories: pin the config and the outputs to absolute paths.
     config_path = str(Path(config_path).resolve())
     base_overrides = [*base_overrides, f"output_dir={Path(first.output_dir).resolve()}"]
-    if not ray.is_initialized():
-        ray.init(num_cpus=None, include_dashboard=False)
+    if not ray.is_initialized():  # the trials' actors run in this cluster, with its imports
+        from actorlearner.pipeline.run import init_ray
+
+        init_ray(first)
 
     def trainable(tune_cfg: dict[str, Any]) -> None:
         _trial(config_path, base_overrides, name, tune_cfg["overrides"])
@@ -83,7 +102,7 @@ def run_sweep(
         # The trial holds no CPU (its nested actors take the cores), only a token of memory,
         # since Tune needs a non-empty resource request.
         tune.with_resources(trainable, {"cpu": 0, "memory": 2**20}),
-        param_space={"overrides": tune.grid_search(trial_overrides(grid))},
+        param_space={"overrides": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(max_concurrent_trials=1),
         run_config=tune.RunConfig(name=name, storage_path=str(Path("runs").resolve() / "tune")),
     )

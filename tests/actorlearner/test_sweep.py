@@ -22,6 +22,29 @@ def test_grid_parsing_and_product():
         parse_grid(["train.kl_coef"])
 
 
+def test_every_grid_point_loads_before_any_trial(tmp_path):
+    from actorlearner.pipeline.sweep import run_sweep
+
+    with pytest.raises(
+        ConfigError, match="train.rewards: could not convert string to float: .heavy."
+    ):
+        run_sweep(
+            str(ROOT / "configs/tiny_cpu.yaml"), ["train.rewards.1.weight=0.5,heavy"], [], "bad"
+        )
+
+
+def test_trial_names_keep_list_indices_and_train_only_runs_report_rewards():
+    from actorlearner.pipeline.sweep import _short
+
+    assert _short("train.rewards.1.weight") == "rewards.1.weight"
+    assert _short("evaluate.rounds") == "rounds"
+    summary = {"train": {"reward_last": 0.5, "reward_last_half": 0.25, "iterations": 2}}
+    assert headline_metrics(summary) == {
+        "train/reward_last": 0.5,
+        "train/reward_last_half": 0.25,
+    }
+
+
 def test_sweep_runs_trials_and_writes_table(tiny_model_dir, tmp_path, monkeypatch):
     import ray
 
