@@ -1,5 +1,6 @@
 """Score every benchmark's own reference solutions in the sandbox (all tests, plus sets
-included) and print how many pass, with the reason for each failure.
+included) and print how many pass, with the reason for each failure, and how many
+truthy tests each keeps (a program that reads such a test can pass it blindly).
 
     python scripts/check_canonical.py [humaneval mbpp mbpp_sanitized humaneval+ mbpp+]
 
@@ -37,11 +38,13 @@ def check(name: str) -> bool:
     n_base = sum(len(p.tests) for p in problems)
     n_plus = sum(len(p.plus_tests) for p in problems)
     base_ok = sum(r["base"]["passed"] for r in results)
+    truthy = sum(t.oracle == "truthy" for p in problems for t in p.tests + p.plus_tests)
     line = f"{name}: base {base_ok}/{len(results)}"
     if n_plus:
         line += f", base+plus {sum(r['passed'] for r in results)}/{len(results)}"
     print(
-        f"{line}  ({n_base} base + {n_plus} plus tests; load {loaded:.1f} s, score {scored:.1f} s)"
+        f"{line}  ({n_base} base + {n_plus} plus tests, {truthy} truthy; "
+        f"load {loaded:.1f} s, score {scored:.1f} s)"
     )
     for w in caught:
         print(f"  note: {w.message}")

@@ -6,11 +6,17 @@ evaluated in the sandbox and whose `expected` value stays with the trusted paren
 
 - `assert EXPR == LITERAL` (either side)      -> eq test, expected = the literal
 - `assert math.isclose(EXPR, LIT, rel_tol=r, abs_tol=a)` -> eq test, atol = max(r*|LIT|/(1-r), a)
-- `assert abs(EXPR - LIT) < TOL`               -> eq test, atol = TOL
-- `assert EXPR is True|False|None`           -> eq test
+- `assert abs(EXPR - LIT) < TOL`               -> eq test, atol = TOL (LIT an expression: pending)
+- `assert EXPR is True|False|None`           -> "is" test (identity, as Python checks it)
 - `assert EXPR == OTHER` (OTHER not a literal, e.g. `set((4, 5))`) -> eq test whose
   expected value is OTHER evaluated against the reference solution (`expected_expr`)
-- `assert EXPR` / `assert not EXPR`           -> truthy test of `not not (EXPR)` / `not (EXPR)`
+- `assert EXPR` / `assert not EXPR`           -> eq test of `not not (EXPR)` against True /
+  False: the same expression either way, so it does not tell the candidate which truth
+  value passes (a truthy test of `not (EXPR)` did)
+- `assert A == B` with the candidate on both sides -> eq test of A against the
+  reference's value of A (`value_expr`); truthy test of the comparison without one
+- other conditions (`f(x) > 3`, `a and b`) -> truthy test, which the candidate's objects
+  can rig (rigged operators); `resolve_tests` warns about problems that keep them
 
 A dict literal is compared with `{**(EXPR)}`, so Counter/defaultdict results compare as
 `==` does in Python.
@@ -34,6 +40,9 @@ class ConvertedTest:
 
     case: TestCase
     expected_expr: str | None = None  # evaluate against the reference to fill `case.expected`
+    # For a truthy `case`: with a reference, an eq test of this expression against the
+    # reference's value of it replaces `case`.
+    value_expr: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -67,15 +76,29 @@ def convert_test_expr(test: ast.expr, display: str, candidate: str | None = None
         if converted is None:
             continue
         if converted.pending and candidate and _calls(converted.expected_expr, candidate):
+            if rule is _equality:  # `f(x) == f(y)`: A's value must be the reference's A
+                return _truthy(test, display, value_expr=converted.case.expr)
             break  # the "expected" side runs the candidate too: keep the comparison whole
         return converted
+    operand, claim = test, True
+    while isinstance(operand, ast.UnaryOp) and isinstance(operand.op, ast.Not):
+        operand, claim = operand.operand, not claim
+    if isinstance(operand, (ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp)):
+        return _truthy(test, display)  # operators the candidate's objects could rig
+    # `assert X` and `assert not X` send the same expression: it no longer tells which
+    # truth value passes (`not not` is Python's own truth test; a re.Match reports too).
+    return ConvertedTest(TestCase(f"not not ({ast.unparse(operand)})", claim, display=display))
+
+
+def _truthy(test: ast.expr, display: str, value_expr: str | None = None) -> ConvertedTest:
+    """A truthy test of the assert's condition (`not (...)` runs in the sandbox; a
+    `not not` is Python's own truth test, so a re.Match or any object reports a bool)."""
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        # `not (...)` runs in the sandbox; the truthy oracle then checks the bool it returns.
-        negated = f"not ({ast.unparse(test.operand)})"
-        return ConvertedTest(TestCase(negated, True, oracle="truthy", display=display))
-    # `not not` is Python's own truth test (a re.Match or any object reports a bool).
-    truth = f"not not ({ast.unparse(test)})"
-    return ConvertedTest(TestCase(truth, True, oracle="truthy", display=display))
+        expr = f"not ({ast.unparse(test.operand)})"
+    else:
+        expr = f"not not ({ast.unparse(test)})"
+    case = TestCase(expr, True, oracle="truthy", display=display)
+    return ConvertedTest(case, value_expr=value_expr)
 
 
 def _calls(expr: str | None, name: str) -> bool:
@@ -118,7 +141,8 @@ def _identity(test: ast.expr, display: str) -> ConvertedTest | None:
         return None
     right = test.comparators[0]
     if isinstance(right, ast.Constant) and right.value in (True, False, None):
-        return ConvertedTest(TestCase(ast.unparse(test.left), right.value, display=display))
+        case = TestCase(ast.unparse(test.left), right.value, oracle="is", display=display)
+        return ConvertedTest(case)
     return None
 
 
@@ -154,11 +178,12 @@ def _abs_difference(test: ast.expr, display: str) -> ConvertedTest | None:
     diff = call.args[0]
     if not (isinstance(diff, ast.BinOp) and isinstance(diff.op, ast.Sub)):
         return None
-    pair = _value_and_other(diff.left, diff.right)
-    if pair is None:
-        return None
-    expr, lit = pair
     atol = float(_literal(test.comparators[0]))
+    pair = _value_and_other(diff.left, diff.right)
+    if pair is None:  # `abs(f(x) - 6.0 / 5.0) < tol`: the reference computes the right side
+        case = TestCase(ast.unparse(diff.left), atol=atol, display=display)
+        return ConvertedTest(case, expected_expr=ast.unparse(diff.right))
+    expr, lit = pair
     return ConvertedTest(TestCase(ast.unparse(expr), _literal(lit), atol=atol, display=display))
 
 

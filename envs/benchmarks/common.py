@@ -103,12 +103,14 @@ def resolve_tests(
 ) -> list[tuple[list[TestCase], float | None]]:
     """(tests, reference seconds) per item: every test is run against the reference.
 
-    The run times the reference (candidates get a multiple of it) and fills each
-    pending test's expected value. A pending test on which the reference raised cannot
-    be judged: it is dropped with a warning, or raises `ReferenceError` when `strict`.
+    The run times the reference (candidates get a multiple of it), fills each pending
+    test's expected value and turns truthy tests into eq tests where it can (see
+    `ConvertedTest.value_expr`). A pending test on which the reference raised cannot be
+    judged: it is dropped with a warning, or raises `ReferenceError` when `strict`. A
+    problem that keeps truthy tests gets a warning: a program can pass those blindly.
     """
     jobs = [
-        ReferenceJob(item.key, item.reference, [t.expected_expr or t.case.expr for t in item.tests])
+        ReferenceJob(item.key, item.reference, [_reference_expr(t) for t in item.tests])
         for item in items
         if item.reference is not None
     ]
@@ -116,23 +118,53 @@ def resolve_tests(
     out = []
     for item in items:
         got = values.get(item.key)
-        tests = []
-        for j, t in enumerate(item.tests):
-            if not t.pending:
-                tests.append(t.case)
-            elif got is not None and j in got.values:
-                expr = t.case.expr
-                if got.exprs[j] != t.expected_expr:  # re-run in a plain form: compare alike
-                    expr = got.exprs[j].replace(t.expected_expr, expr)  # type: ignore[arg-type]
-                tests.append(replace(t.case, expr=expr, expected=got.values[j]))
-            else:
-                why = got.errors.get(j, "no value") if got else "no reference solution"
-                msg = f"{item.key}: the reference solution fails on the test {t.case.display!r} ({why})"
-                if strict:
-                    raise ReferenceError(msg)
-                warnings.warn(f"dropped a test: {msg}", stacklevel=2)
-        out.append((tests, got.seconds if got else None))
+        tests = [_resolve(item.key, j, t, got, strict) for j, t in enumerate(item.tests)]
+        kept = [t for t in tests if t is not None]
+        _warn_truthy(item.key, kept)
+        out.append((kept, got.seconds if got else None))
     return out
+
+
+def _reference_expr(t: ConvertedTest) -> str:
+    return t.expected_expr or t.value_expr or t.case.expr
+
+
+def _resolve(
+    key: str, j: int, t: ConvertedTest, got: ReferenceValues | None, strict: bool
+) -> TestCase | None:
+    """Test `j` with its expected value from the reference's values (None: dropped)."""
+    value = got.values.get(j, _MISSING) if got is not None else _MISSING
+    if t.value_expr is not None:
+        if value is _MISSING:
+            return t.case  # no reference value: the truthy test stays
+        return replace(t.case, expr=got.exprs[j], expected=value, oracle="eq")  # type: ignore[union-attr]
+    if not t.pending:
+        return t.case
+    if value is not _MISSING:
+        expr = t.case.expr
+        if got.exprs[j] != t.expected_expr:  # type: ignore[union-attr]  # re-run in a plain form
+            expr = got.exprs[j].replace(t.expected_expr, expr)  # type: ignore[union-attr,arg-type]
+        return replace(t.case, expr=expr, expected=value)
+    why = got.errors.get(j, "no value") if got else "no reference solution"
+    msg = f"{key}: the reference solution fails on the test {t.case.display!r} ({why})"
+    if strict:
+        raise ReferenceError(msg)
+    warnings.warn(f"dropped a test: {msg}", stacklevel=3)
+    return None
+
+
+_MISSING = object()
+
+
+def _warn_truthy(key: str, tests: Sequence[TestCase]) -> None:
+    n = sum(t.oracle == "truthy" for t in tests)
+    if n:
+        warnings.warn(
+            f"{key}: {n} truthy test(s) (`assert f(x)`): their expression shows which truth "
+            "value passes, so a program can pass them without solving the task; give the "
+            "problem a reference solution, or write them as `assert f(x) == value`",
+            stacklevel=3,
+        )
 
 
 def select(records: Sequence[dict], task_ids: Sequence[str] | None) -> list[dict]:

@@ -20,7 +20,6 @@ import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,18 +153,6 @@ def _bar(n: int) -> Callable[[int, int], None]:
     return update
 
 
-@contextmanager
-def huge_int_reprs():
-    """Let the sandbox's verdicts repr ints over 4300 digits (HumanEval+ has such outputs;
-    Python refuses to convert them to text by default and the verdict would crash)."""
-    old = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        yield
-    finally:
-        sys.set_int_max_str_digits(old)
-
-
 def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, progress) -> None:
     """Run the missing (job, expr index) pairs in chunks; cache every value.
 
@@ -189,8 +176,7 @@ def _compute(todo: list[tuple[ReferenceJob, int]], cached: dict, cache_file, pro
     while queue:
         part, queue = queue[:batch], queue[batch:]
         jobs = [(job.program, [TestCase(job.exprs[i]) for i in idx]) for job, idx in part]
-        with huge_int_reprs():
-            verdicts = run_batch(jobs, limits=REFERENCE_LIMITS)
+        verdicts = run_batch(jobs, limits=REFERENCE_LIMITS)
         for (job, idx), verdict in zip(part, verdicts, strict=True):
             unfinished = _record(cached, job, idx, verdict)
             # Stopped on some input (not at load): retry the rest one by one; an input

@@ -90,11 +90,14 @@ def test_isclose_and_abs_difference_become_atol():
     assert (t.case.expr, t.case.expected, t.case.atol) == ("f(1.33)", 0.33, 1e-06)
 
 
-def test_truthy_and_negation():
+def test_truth_and_negation_send_the_same_expression():
+    """The expression must not tell a candidate which truth value passes."""
     t = convert_assert("assert is_prime(7)")
-    assert (t.case.expr, t.case.oracle) == ("not not (is_prime(7))", "truthy")
+    assert (t.case.expr, t.case.expected, t.case.oracle) == ("not not (is_prime(7))", True, "eq")
     t = convert_assert("assert not is_prime(8)")
-    assert (t.case.expr, t.case.oracle) == ("not (is_prime(8))", "truthy")
+    assert (t.case.expr, t.case.expected, t.case.oracle) == ("not not (is_prime(8))", False, "eq")
+    t = convert_assert("assert not f(1) > 3")
+    assert (t.case.expr, t.case.oracle) == ("not (f(1) > 3)", "truthy")  # operators stay
 
 
 def test_dict_expected_values_accept_dict_subclasses():
@@ -102,9 +105,9 @@ def test_dict_expected_values_accept_dict_subclasses():
     assert (t.case.expr, t.case.expected) == ("{**(freq([1, 1]))}", {1: 2})
 
 
-def test_identity_with_constant_is_equality():
+def test_identity_with_constant_is_identity():
     t = convert_assert("assert f(2) is None")
-    assert (t.case.expr, t.case.expected, t.case.oracle) == ("f(2)", None, "eq")
+    assert (t.case.expr, t.case.expected, t.case.oracle) == ("f(2)", None, "is")
 
 
 def test_non_literal_expected_side_is_pending():
@@ -117,6 +120,7 @@ def test_comparison_of_the_candidate_with_itself_stays_whole():
     t = convert_assert("assert tuple(f([1, 2])) == tuple(f([2, 1]))", candidate="f")
     assert not t.pending and t.case.oracle == "truthy"
     assert t.case.expr == "not not (tuple(f([1, 2])) == tuple(f([2, 1])))"
+    assert t.value_expr == "tuple(f([1, 2]))"  # with a reference: eq on the reference's value
 
 
 @pytest.mark.parametrize("text", ["x = 1", "assert f(", "assert f(1) == 2\nassert f(2) == 3"])
@@ -297,13 +301,11 @@ def test_single_split_benchmarks_refuse_other_splits():
 
 def _failures(problems, plus=False):
     """Task ids whose reference solution fails its own tests in the sandbox."""
-    from envs.benchmarks.expected import huge_int_reprs
     from sandbox import run_batch
     from sandbox.types import Limits
 
     jobs = [(p.program(p.reference), p.plus_tests if plus else p.tests) for p in problems]
-    with huge_int_reprs():  # the sandbox's short_repr refuses ints over 4300 digits
-        verdicts = run_batch(jobs, limits=Limits(timeout_s=60, cpu_s=60))
+    verdicts = run_batch(jobs, limits=Limits(timeout_s=60, cpu_s=60))
     return [
         (p.task_id, v.status, v.first_failure)
         for p, v in zip(problems, verdicts, strict=True)
@@ -335,6 +337,39 @@ def test_mbpp_test_setup_code_runs_after_the_candidate():
     assert _failures([p]) == []
 
 
+def truthy_tasks(problems) -> list[str]:
+    return [p.task_id for p in problems for t in p.tests + p.plus_tests if t.oracle == "truthy"]
+
+
+@pytest.mark.parametrize("name", ["humaneval", "mbpp", "mbpp_sanitized"])
+def test_no_shipped_benchmark_keeps_a_truthy_test(name):
+    """Truthy tests can be passed by a program that reads the test (scripts/check_canonical.py
+    prints the counts; the EvalPlus sets are checked with their canonical solutions)."""
+    assert truthy_tasks(load_problems(name)) == []
+
+
+def test_a_program_that_reads_its_tests_fails_humaneval_52():
+    from sandbox import run
+
+    (p,) = load_problems("humaneval", task_ids=["HumanEval/52"])
+    reader = (  # one `not` in the calling expression: a falsy value passes, else a truthy one
+        "import sys, dis\n"
+        "def below_threshold(l, t):\n"
+        "    ops = [i.opname for i in dis.get_instructions(sys._getframe(1).f_code)]\n"
+        "    return ops.count('UNARY_NOT') != 1\n"
+    )
+    v = run(p.program(reader), p.tests)
+    assert p.tests and v.num_passed < v.num_tests
+
+
+def test_generic_problems_without_a_reference_warn_about_truthy_tests(tmp_path):
+    row = dict(GOOD, tests=["assert add(1, 2) > 0", "assert add(1, 2) == 3"])
+    del row["reference"]
+    with pytest.warns(UserWarning, match="1 truthy test"):
+        (p,) = load_problems(str(_write(tmp_path, [row])))
+    assert [t.oracle for t in p.tests] == ["truthy", "eq"]
+
+
 def test_mbpp_sanitized_canonical_solutions_pass():
     assert len(load_problems("mbpp_sanitized:test")) == 257
     problems = load_problems(
@@ -356,6 +391,7 @@ def test_evalplus_canonical_solutions_pass_base_and_a_seeded_plus_sample(name):
     )
     assert _failures(problems) == []
     assert _failures(problems, plus=True) == []
+    assert truthy_tasks(problems) == []
 
 
 def test_mbpp_plus_quirky_tasks_are_consistent():
