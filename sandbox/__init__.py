@@ -14,16 +14,24 @@ builtin types. Expected values never enter the jail, and pass/fail is decided he
 (`sandbox.compare.matches`). The candidate runs in the same process as the harness,
 so it can patch the harness or write to its channel, but all it can do that way is
 report values, which still have to equal values it cannot see. (A "truthy" test,
-where any truthy value passes, is the one kind a forger can satisfy blindly; prefer
-``expected=True`` with the "eq" oracle, which a forger would have to guess.)
+where any truthy value passes, is the one kind a forger can satisfy blindly, and so
+is any test whose expression tells which value passes, such as ``not (f(x))`` against
+``not not (f(x))``: send the same expression to every test and keep the difference
+in `expected`.) ``oracle="is"`` compares identity with True, False or None.
 
-Isolation (see `sandbox.jail` and `sandbox.harness`): one warm jailed zygote per
-worker forks a child per run; the child takes a fresh unprivileged uid, rlimits
-(CPU, memory, file size, processes) and a fresh scratch dir on a private tmpfs, with
-no network and no view of the project, its data or site-packages. After each run
-every process of that uid is killed. Captured output is stdout and stderr
-interleaved, in `Verdict.stdout`. `Limits.memory_mb` bounds each process of a run
-(a run may start up to `Limits.max_procs` of them).
+Isolation (see `sandbox.jail` and `sandbox.zygote`): one warm jailed zygote per
+worker forks each run from a template process that never held another run's data;
+the child takes a fresh unprivileged uid, rlimits (CPU, memory, file size,
+processes), a seccomp filter (`sandbox.seccomp`) and a fresh scratch dir on a private
+tmpfs bounded by `Limits.scratch_bytes`, with no network, no IPC objects, no host
+sockets and no view of the project, its data or site-packages. After each run every
+process of that uid is killed and its dir removed. Captured output is stdout and
+stderr interleaved, in `Verdict.stdout`. `Limits.memory_mb` bounds each process of a
+run (a run may start up to `Limits.max_procs` of them).
+
+Whatever a run reports, the verdict is the program's: decoding and comparing never
+raise, and leftovers count against it. A verdict with ``error_type="SandboxError"``
+means the sandbox itself failed, and says nothing about the program.
 """
 
 from __future__ import annotations

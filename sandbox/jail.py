@@ -6,12 +6,14 @@ Two backends:
   non-system top-level directory hidden, so no benchmark data or test file can be
   read), seccomp, no new privileges, capabilities reduced to what the trusted zygote
   needs to hand a job to a fresh uid (each job child then drops all of them).
-- ``unshare`` (fallback, weaker: no seccomp filter): new pid/net/ipc/mount
-  namespaces, in which the zygote draws the same filesystem view with tmpfs and bind
-  mounts. Used only when firejail is missing (or when asked for), and it says so with
-  a warning and in `Verdict.backend`.
+- ``unshare`` (fallback, weaker: no seccomp filter around the zygote, no protocol
+  filter): new pid/net/ipc/mount namespaces, in which the zygote draws the same
+  filesystem view with tmpfs and bind mounts. Used only when firejail is missing (or
+  when asked for), and it says so with a warning and in `Verdict.backend`.
 
-Both run the jobs as fresh unprivileged uids under rlimits (see `harness.serve`).
+Both hide the host's socket directories (/run, /var/run, /var/lib) and run the jobs as
+fresh unprivileged uids under rlimits and the job seccomp filter (see `sandbox.zygote`
+and `sandbox.seccomp`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def choose_backend(requested: str | None = None) -> str:
     why = "as requested" if name else "because firejail is not installed"
     log.warning(
         "sandbox: using the weaker 'unshare' backend %s (namespaces, rlimits, a fresh "
-        "uid per run and a private filesystem view, but no seccomp filter). "
+        "uid per run, a private filesystem view and the per-job seccomp filter, but no "
+        "filter around the zygote). "
         "Install firejail for full isolation.",
         why,
     )

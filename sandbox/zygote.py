@@ -246,8 +246,10 @@ def _drain(fd, data, max_bytes):
 
 
 def _used_bytes(path):
+    """Bytes in use on `path`'s filesystem, each file or dir counted as at least a page
+    (so a million empty files count too)."""
     st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
+    return (st.f_blocks - st.f_bfree) * st.f_frsize + (st.f_files - st.f_ffree) * 4096
 
 
 def _new_scratch(scratch_root, uid):

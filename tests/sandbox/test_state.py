@@ -92,3 +92,9 @@ def test_the_scratch_dir_has_a_size_bound(pool):
     v = pool.run(prog, CHECK, Limits(scratch_bytes=8 << 20, file_bytes=2 << 20, timeout_s=10.0))
     assert (v.status, v.error_type) == ("error", "ScratchLimit"), v
     assert pool.run(prog, CHECK, Limits(scratch_bytes=128 << 20, timeout_s=10.0)).passed
+
+
+def test_empty_files_count_against_the_scratch_bound(pool):
+    prog = "for i in range(20_000):\n    open(f'f{i}', 'w').close()\n" + ADD
+    v = pool.run(prog, CHECK, Limits(scratch_bytes=8 << 20, timeout_s=10.0))
+    assert (v.status, v.error_type) == ("error", "ScratchLimit"), v
