@@ -47,6 +47,21 @@ class LearnerWorker:
     def counters(self) -> tuple[int, int]:
         return self.learner.version, self.learner.step
 
+    def device_info(self) -> dict[str, Any]:
+        """The GPU ids Ray gave this rank and the LOCAL_RANK it set for DeepSpeed."""
+        import os
+
+        return {
+            "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+            "local_rank": os.environ["LOCAL_RANK"],
+        }
+
+    def greedy(self, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:
+        from actorlearner.learner.policy import greedy_continuation
+
+        backend = self.learner.backend
+        return greedy_continuation(backend.policy, prompt, max_new_tokens, backend.device)
+
 
 def _strategy(placement: Any, rank: int) -> Any:
     return placement.strategy("learner", rank) if placement is not None else None
@@ -91,6 +106,13 @@ class LearnerGroup:
     @property
     def step(self) -> int:
         return ray.get(self.workers[0].counters.remote())[1]
+
+    def device_info(self) -> list[dict[str, Any]]:
+        return ray.get([w.device_info.remote() for w in self.workers])
+
+    def greedy(self, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:
+        """The policy's own greedy continuation (every rank runs it: ZeRO-3 is collective)."""
+        return ray.get([w.greedy.remote(prompt, max_new_tokens) for w in self.workers])[0]
 
     def sft_step(self, batch: SFTBatch) -> dict[str, float]:
         return self._all("sft_step", ray.put(batch))

@@ -113,6 +113,29 @@ def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
 
+@torch.no_grad()
+def greedy_continuation(
+    policy: PolicyWithValue, prompt: list[int], max_new_tokens: int, device: Any = "cpu"
+) -> tuple[list[int], list[float]]:
+    """Greedy tokens and their logprobs from the policy itself (full forwards, no cache):
+    the reference an inference engine holding the exported weights must reproduce.
+    Under ZeRO-3 every rank must call it with the same arguments (forwards are collective)."""
+    was_training = policy.training
+    policy.eval()
+    ids = torch.tensor([prompt], device=device)
+    tokens: list[int] = []
+    logps: list[float] = []
+    for _ in range(max_new_tokens):
+        logits, _ = policy(ids, torch.ones_like(ids), with_values=False)
+        logp = torch.log_softmax(logits[0, -1].float(), dim=-1)
+        token = int(logp.argmax())
+        tokens.append(token)
+        logps.append(float(logp[token]))
+        ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+    policy.train(was_training)
+    return tokens, logps
+
+
 def target_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor, temperature: float
 ) -> torch.Tensor:
