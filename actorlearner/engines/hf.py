@@ -42,6 +42,7 @@ class HFEngine:
         lora: Mapping[str, Any] | None = None,
         prune_finished: bool = True,
         version: int = 0,
+        seed: int = 0,
     ):
         if model is None:
             if model_path is None:
@@ -58,6 +59,7 @@ class HFEngine:
         self.device = next(model.parameters()).device
         self.prune_finished = prune_finished
         self.version = version
+        self.seed = seed  # mixed into seeded calls: actors with one config draw differently
         self.is_lora = lora is not None
         config = getattr(model, "config", None)
         self.max_positions = getattr(config, "max_position_embeddings", None)
@@ -74,7 +76,8 @@ class HFEngine:
         self._check_prompts(prompts, sampling.max_new_tokens)
         gen = None
         if sampling.seed is not None:
-            gen = torch.Generator(device=self.device).manual_seed(sampling.seed)
+            seed = sampler.mix_seed(sampling.seed, self.seed) if self.seed else sampling.seed
+            gen = torch.Generator(device=self.device).manual_seed(seed)
         stops = torch.tensor(sampling.stop_token_ids or [-1], device=self.device)
 
         ids, mask = self._left_pad(prompts)

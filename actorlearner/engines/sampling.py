@@ -7,6 +7,8 @@ recomputes from a plain forward pass, so PPO ratios start at exactly 1.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from actorlearner.engines.base import SamplingParams
@@ -53,3 +55,22 @@ def select(
         probs = _truncate(scaled, sampling.top_k, sampling.top_p).softmax(-1)
         ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return ids, logp.gather(-1, ids[:, None]).squeeze(-1)
+
+
+def mix_seed(*parts: int) -> int:
+    """A stable 31-bit seed from several integers (the user's seed, the engine's, a row)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
+def request_seeds(seed: int | None, engine_seed: int, n: int) -> list[int | None]:
+    """Per-request seeds for an engine that seeds each request on its own (vLLM).
+
+    One seed shared by every request would give identical samples for identical
+    prompts (pass@10 = pass@1) and the same draws on every actor; mixing in the
+    request's index and the engine's own seed keeps a seeded call reproducible while
+    every sample differs. Without a seed, requests draw from the engine's generator.
+    """
+    if seed is None:
+        return [None] * n
+    return [mix_seed(seed, engine_seed, i) for i in range(n)]

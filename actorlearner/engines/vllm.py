@@ -1,10 +1,14 @@
-"""vLLM engine (GPU only, `pip install .[gpu]`, pinned vllm==0.33.0). Untested on CPU.
+"""vLLM engine (GPU only, `pip install .[gpu]`, pinned vllm==0.33.0). Never ran here (no GPU).
 
-Kept thin on purpose: generation goes through `vllm.LLM.generate` with token-id
-prompts; weights are loaded in place on every vLLM worker through
-`LLM.collective_rpc` and a worker extension class (`WeightSyncExtension`), either from
-a state dict (object-store path) or from NCCL broadcasts of flat buckets sent by
-learner rank 0 (`actorlearner.rollout.weight_sync.NcclWeightSender`).
+Generation goes through `vllm.LLM.generate` with token-id prompts, one seed per request.
+
+Weights go through vLLM's own RL weight-update path (`weight_transfer_config`, then
+`start_weight_update` / `update_weights` / `finish_weight_update`, as in vLLM's
+`examples/rl`), with the CUDA IPC backend: the rollout actor and its engine core share
+the actor's GPU, so the actor copies one bucket of the new weights onto that GPU,
+sends vLLM only IPC handles (pickled, as vLLM's HTTP client does), and frees the bucket
+before the next. Tensors never travel inside an RPC argument: vLLM's engine core runs in
+a child process, and its msgpack decoder does not rebuild tensors from RPC arguments.
 
 Logprobs: vLLM is asked for `logprobs_mode="processed_logprobs"`, i.e. log_softmax of
 the logits after temperature (greedy: the raw logits). That is our contract when no
@@ -14,65 +18,90 @@ tokens, so the engine warns and marks `Generation.extra["truncated_logprobs"]`.
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Mapping
+import os
+import pickle
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from actorlearner.engines import sampling as sampler
 from actorlearner.engines.base import Generation, SamplingParams
 
 log = logging.getLogger(__name__)
-EXTENSION = "actorlearner.engines.vllm.WeightSyncExtension"
+_SKIP_PREFIXES = ("v_head.", "value_head.", "score.")
+_STRIP_PREFIXES = ("module.", "lm.", "_orig_mod.")
 
 
-class WeightSyncExtension:
-    """Mixed into every vLLM worker (vLLM's `worker_extension_cls`); `self` is the worker."""
+def engine_name(key: str) -> str:
+    """A learner-side key in the plain transformers naming vLLM's loaders expect."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key.replace(".base_layer.", ".")
 
-    def load_state(self, state: Mapping[str, Any]) -> int:
-        """Load (name, tensor) pairs with the model's own weight loader (handles fused qkv)."""
-        self.model_runner.model.load_weights(weights=list(state.items()))  # type: ignore[attr-defined]
-        return len(state)
 
-    def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
-        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-        from vllm.distributed.parallel_state import get_world_group
-        from vllm.distributed.utils import StatelessProcessGroup
+def engine_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Wrapper prefixes stripped, value-head keys dropped; LoRA adapters refused (the learner
+    merges them before export)."""
+    if any(".lora_" in k for k in state):
+        raise ValueError("the vLLM engine loads merged weights; merge the LoRA adapter first")
+    return {
+        engine_name(k): v for k, v in state.items() if not engine_name(k).startswith(_SKIP_PREFIXES)
+    }
 
-        rank = get_world_group().rank + rank_offset
-        group = StatelessProcessGroup.create(host=host, port=port, rank=rank, world_size=world_size)
-        self._weight_comm = PyNcclCommunicator(group, device=self.device)  # type: ignore[attr-defined]
 
-    def receive_buckets(self, plan: list) -> int:
-        import torch
+def buckets(state: Mapping[str, Any], bucket_mb: float) -> Iterator[list[str]]:
+    """Key groups of at most ~bucket_mb each, in order (a larger tensor goes alone)."""
+    limit, size = bucket_mb * 2**20, 0.0
+    bucket: list[str] = []
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > limit:
+            yield bucket
+            bucket, size = [], 0.0
+        bucket.append(key)
+        size += nbytes
+    if bucket:
+        yield bucket
 
-        from actorlearner.rollout.weight_sync import empty_flat, unpack
 
-        stream = torch.cuda.current_stream()
-        for bucket in plan:
-            flat = empty_flat(bucket, self.device)  # type: ignore[attr-defined]
-            self._weight_comm.broadcast(flat, src=0, stream=stream)
-            stream.synchronize()
-            self.model_runner.model.load_weights(weights=unpack(bucket, flat))  # type: ignore[attr-defined]
-        return len(plan)
+def ipc_update_info(named: list[tuple[str, Any]], gpu_uuid: str) -> dict[str, Any]:
+    """vLLM's IPC `update_info` for tensors on this GPU: names, dtypes, shapes and CUDA IPC
+    handles keyed by the GPU's UUID, pickled (`ipc_handles_pickled`) so that the RPC to a
+    multiprocess engine core carries only a string."""
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    handles = [{gpu_uuid: reduce_tensor(t)} for _, t in named]
+    return {
+        "names": [n for n, _ in named],
+        "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in named],
+        "shapes": [list(t.shape) for _, t in named],
+        "ipc_handles_pickled": base64.b64encode(pickle.dumps(handles)).decode("ascii"),
+    }
 
 
 class VLLMEngine:
-    """The `Engine` interface over `vllm.LLM` (one GPU or a tensor-parallel group)."""
+    """The `Engine` interface over `vllm.LLM` (one GPU: the rollout actor's)."""
 
     def __init__(
         self,
         model_path: str,
         *,
         dtype: str = "auto",
-        gpu_memory_utilization: float = 0.5,
-        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
         enable_prefix_caching: bool = True,
         seed: int = 0,
         version: int = 0,
+        bucket_mb: float = 512.0,
         **llm_kwargs: Any,
     ):
         try:
             import vllm
+            from vllm.config import WeightTransferConfig
         except ImportError as exc:
             raise ImportError(
                 "the vLLM engine needs the GPU extra: pip install 'actorlearner[gpu]' (vllm==0.33.0); "
@@ -80,24 +109,27 @@ class VLLMEngine:
             ) from exc
         from actorlearner.models import check_model_path, load_tokenizer
 
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # pickled IPC handles
         path = check_model_path(model_path)
         self.llm = vllm.LLM(
             model=path,
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
             enable_prefix_caching=enable_prefix_caching,
             seed=seed,
             logprobs_mode="processed_logprobs",
-            worker_extension_cls=EXTENSION,
+            weight_transfer_config=WeightTransferConfig(backend="ipc"),
             **llm_kwargs,
         )
+        self.llm.init_weight_transfer_engine({"init_info": {}})
         self.tokenizer = load_tokenizer(path)
         self.version = version
+        self.seed = seed
+        self.bucket_mb = bucket_mb
         self.max_positions = self.llm.llm_engine.model_config.max_model_len
         self._warned = False
 
-    def _params(self, sampling: SamplingParams) -> Any:
+    def _params(self, sampling: SamplingParams, seed: int | None) -> Any:
         from vllm import SamplingParams as VSampling
 
         return VSampling(
@@ -112,7 +144,7 @@ class VLLMEngine:
             skip_special_tokens=False,
             detokenize=False,
             logprobs=0,  # the sampled token's logprob only
-            seed=sampling.seed,
+            seed=seed,
         )
 
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
@@ -123,36 +155,36 @@ class VLLMEngine:
         if truncated and not self._warned:
             log.warning("vLLM logprobs with top-k/top-p are over the truncated distribution")
             self._warned = True
+        seeds = sampler.request_seeds(sampling.seed, self.seed, len(prompts))
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p) for p in prompts],
-            self._params(sampling),
+            [self._params(sampling, s) for s in seeds],
             use_tqdm=False,
         )
-        gens = []
-        for out in outputs:
-            seq = out.outputs[0]
-            ids = list(seq.token_ids)
-            lps = [step[t].logprob for step, t in zip(seq.logprobs, ids, strict=True)]
-            stopped = bool(ids) and ids[-1] in sampling.stop_token_ids
-            extra = {"truncated_logprobs": True} if truncated else {}
-            gens.append(Generation(ids, lps, "stop" if stopped else "length", extra))
-        return gens
+        return [self._generation(out, sampling, truncated) for out in outputs]
+
+    @staticmethod
+    def _generation(out: Any, sampling: SamplingParams, truncated: bool) -> Generation:
+        seq = out.outputs[0]
+        ids = list(seq.token_ids)
+        lps = [step[t].logprob for step, t in zip(seq.logprobs, ids, strict=True)]
+        stopped = bool(ids) and ids[-1] in sampling.stop_token_ids
+        extra = {"truncated_logprobs": True} if truncated else {}
+        return Generation(ids, lps, "stop" if stopped else "length", extra)
 
     def load_weights(self, state_dict: Mapping[str, Any], version: int) -> None:
-        """Load a full (or partial) state in transformers naming on every worker, in place.
-        LoRA adapters: merge them into the weights on the learner before sending."""
-        if any(".lora_" in k for k in state_dict):
-            raise ValueError("the vLLM engine loads merged weights; merge the LoRA adapter first")
-        state = {k.removeprefix("module."): v for k, v in state_dict.items()}
-        self.llm.collective_rpc("load_state", args=(state,))
+        """Load a full (or partial) state in transformers naming, one bucket at a time,
+        through vLLM's weight-update session (CUDA IPC to the engine core on this GPU)."""
+        import torch
+
+        state = engine_state(state_dict)
+        device = torch.device("cuda", torch.cuda.current_device())
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        self.llm.start_weight_update()
+        for keys in buckets(state, self.bucket_mb):
+            named = [(k, torch.as_tensor(state[k]).to(device).contiguous()) for k in keys]
+            self.llm.update_weights({"update_info": ipc_update_info(named, uuid)})
+            del named  # the engine core has copied them into its own weights
+        self.llm.finish_weight_update()
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
-        self.version = int(version)
-
-    # NCCL path (learner rank 0 sends with NcclWeightSender)
-    def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
-        self.llm.collective_rpc("init_weight_sync", args=(host, port, rank_offset, world_size))
-
-    def receive_weights(self, plan: list, version: int) -> None:
-        self.llm.collective_rpc("receive_buckets", args=(plan,))
-        self.llm.reset_prefix_cache()
         self.version = int(version)

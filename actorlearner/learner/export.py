@@ -46,7 +46,7 @@ def _units(model: nn.Module) -> Iterator[tuple[str, nn.Module, bool]]:
             continue
         if isinstance(module, LoraLayer):
             lora_prefixes.append(name + ".")
-            yield name, module, True
+            yield name, module, True  # type: ignore[misc]  # a LoraLayer is an nn.Module
         elif any(True for _ in module.parameters(recurse=False)):
             yield name, module, False
 
@@ -97,15 +97,3 @@ def gather_state(policy: Any, zero3: bool, keep: bool, device: str = "cpu") -> d
         if keep:
             out[name] = tensor.to(device, copy=True)
     return out
-
-
-def tied_aliases(model: nn.Module) -> dict[str, str]:
-    """Parameter names that alias another (tied embeddings): alias -> first name."""
-    first: dict[int, str] = {}
-    aliases = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first:
-            aliases[name] = first[id(param)]
-        else:
-            first[id(param)] = name
-    return aliases

@@ -107,14 +107,6 @@ class RolloutWorker:
                 self.runner.timings.get("weights_between_turns", 0) + 1
             )
 
-    # NCCL weight sync (vLLM engines on GPUs); learner rank 0 sends concurrently
-    def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
-        self.engine.init_weight_sync(host, port, rank_offset, world_size)  # type: ignore[attr-defined]
-
-    def receive_weights(self, plan: list, version: int) -> int:
-        self.engine.receive_weights(plan, version)  # type: ignore[attr-defined]
-        return self.engine.version
-
     def info(self) -> dict[str, Any]:
         return {
             "index": self.index,

@@ -30,13 +30,13 @@ log = logging.getLogger(__name__)
 
 
 def actor_config(cfg: RolloutConfig, index: int) -> RolloutConfig:
-    """Actor `index`'s config: a vLLM engine gets its own sampling seed and the memory
-    fraction of its GPU share (a colocated learner rank holds the rest)."""
-    if cfg.engine != "vllm":
-        return cfg
+    """Actor `index`'s config: its engine's own sampling seed (seeded calls differ between
+    actors) and, for vLLM, the memory fraction of its GPU share (a colocated learner rank
+    holds the rest)."""
     kwargs = dict(cfg.engine_kwargs)
     kwargs.setdefault("seed", cfg.seed + 100_003 * index)
-    kwargs.setdefault("gpu_memory_utilization", vllm_memory_fraction(cfg.num_gpus_per_actor))
+    if cfg.engine == "vllm":
+        kwargs.setdefault("gpu_memory_utilization", vllm_memory_fraction(cfg.num_gpus_per_actor))
     return dataclasses.replace(cfg, engine_kwargs=kwargs)
 
 
@@ -115,19 +115,6 @@ class RolloutGroup:
             except (RayActorError, GetTimeoutError) as exc:
                 log.warning("actor %d missed weights v%d (%s); recovering it", i, version, exc)
                 self._start_probe(i)
-
-    # NCCL path (GPU, vLLM): learner rank 0 is rank 0 of the group, each actor's vLLM
-    # workers follow. Both calls return Ray refs: the learner must send at the same time.
-    def init_nccl_sync(self, host: str, port: int, workers_per_actor: int = 1) -> list:
-        world = 1 + workers_per_actor * len(self.actors)
-        return [
-            a.init_weight_sync.remote(host, port, 1 + i * workers_per_actor, world)
-            for i, a in enumerate(self.actors)
-        ]
-
-    def receive_nccl_weights(self, plan: list, version: int) -> list:
-        self.version = int(version)
-        return [a.receive_weights.remote(plan, version) for a in self.actors]
 
     # ------------------------------------------------------------------ rollouts
     def rollout(

@@ -187,19 +187,105 @@ def test_chat_template_and_stop_ids(engine):
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tok)
 
 
+# ------------------------------------------------------------------- seeds
+
+
+def test_request_seeds_differ_per_sample_and_per_engine_and_repeat():
+    from actorlearner.engines.sampling import request_seeds
+
+    ten = request_seeds(7, engine_seed=0, n=10)
+    assert len(set(ten)) == 10  # ten samples of one prompt are ten draws (pass@10 != pass@1)
+    assert request_seeds(7, engine_seed=0, n=10) == ten  # a seeded call is reproducible
+    assert set(request_seeds(7, engine_seed=100_003, n=10)).isdisjoint(ten)  # another actor
+    assert request_seeds(None, 0, 3) == [None, None, None]
+
+
+def test_seeded_hf_engines_with_their_own_seeds_sample_differently(tiny_model_dir, prompts):
+    sp = SamplingParams(max_new_tokens=12, temperature=1.0, seed=3)
+    a, b = (HFEngine(str(tiny_model_dir), seed=s) for s in (11, 12))
+    first = [g.token_ids for g in a.generate([prompts[0]] * 4, sp)]
+    assert first == [g.token_ids for g in a.generate([prompts[0]] * 4, sp)]
+    assert len({tuple(t) for t in first}) > 1  # rows of one call differ
+    assert first != [g.token_ids for g in b.generate([prompts[0]] * 4, sp)]
+
+
+# ------------------------------------------------------------------- vLLM contract (CPU part)
+
+
+def test_vllm_weight_names_are_plain_transformers():
+    from actorlearner.engines.vllm import engine_name, engine_state
+
+    assert (
+        engine_name("lm.model.layers.0.mlp.up_proj.weight") == "model.layers.0.mlp.up_proj.weight"
+    )
+    assert engine_name("module.lm.lm_head.weight") == "lm_head.weight"
+    assert engine_name("model.layers.0.self_attn.q_proj.base_layer.weight") == (
+        "model.layers.0.self_attn.q_proj.weight"
+    )
+    t = torch.zeros(1)
+    assert set(engine_state({"lm.a.weight": t, "value_head.weight": t})) == {"a.weight"}
+    with pytest.raises(ValueError, match="merge the LoRA adapter first"):
+        engine_state({"a.lora_A.default.weight": t})
+
+
+def test_vllm_buckets_keep_order_and_size(engine):
+    from actorlearner.engines.vllm import buckets
+
+    state = dict(engine.model.state_dict())
+    plan = list(buckets(state, bucket_mb=0.05))
+    assert [k for b in plan for k in b] == list(state)  # every tensor once, in order
+    for b in plan:
+        nbytes = sum(state[k].numel() * state[k].element_size() for k in b)
+        assert nbytes <= 0.05 * 2**20 or len(b) == 1
+    assert len(plan) > 2
+
+
+def test_vllm_ipc_update_info_carries_only_strings_and_lists():
+    """What vLLM's IPCWeightTransferUpdateInfo takes: names, dtype names, shapes and, per
+    tensor, a {gpu uuid: handle} dict, pickled so an RPC to the engine core holds no tensor."""
+    import base64
+    import pickle
+
+    from actorlearner.engines.vllm import ipc_update_info
+
+    named = [("a.weight", torch.ones(2, 3)), ("b.bias", torch.zeros(4, dtype=torch.bfloat16))]
+    info = ipc_update_info(named, "GPU-uuid")
+    assert info["names"] == ["a.weight", "b.bias"]
+    assert info["dtype_names"] == ["float32", "bfloat16"]
+    assert info["shapes"] == [[2, 3], [4]]
+    assert all(isinstance(v, list | str) for v in info.values())
+    handles = pickle.loads(base64.b64decode(info["ipc_handles_pickled"]))
+    assert [list(h) for h in handles] == [["GPU-uuid"], ["GPU-uuid"]]
+
+
+# ------------------------------------------------------------------- vLLM on a GPU
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs the gpu extra (vllm)")
 def test_vllm_matches_hf_greedy_and_loads_weights(tiny_model_dir, prompts):
-    vllm_engine = make_engine("vllm", str(tiny_model_dir), gpu_memory_utilization=0.3)
+    """vLLM and the HF engine in the same dtype (float32) agree before and after an update,
+    and the update changes vLLM's greedy output; seeded samples of one prompt differ."""
+    vllm_engine = make_engine(
+        "vllm", str(tiny_model_dir), dtype="float32", gpu_memory_utilization=0.3
+    )
     hf = HFEngine(str(tiny_model_dir), device="cuda", dtype="float32")
     sp = SamplingParams(max_new_tokens=16, temperature=0)
+    before = vllm_engine.generate(prompts, sp)
+    assert [g.token_ids for g in before] == [g.token_ids for g in hf.generate(prompts, sp)]
+    torch.manual_seed(0)
+    state = {k: v + 0.05 * torch.randn_like(v) for k, v in hf.model.state_dict().items()}
+    hf.load_weights(state, version=5)
+    vllm_engine.load_weights({k: v.cpu() for k, v in state.items()}, version=5)
     got, want = vllm_engine.generate(prompts, sp), hf.generate(prompts, sp)
+    assert vllm_engine.version == 5
     assert [g.token_ids for g in got] == [g.token_ids for g in want]
+    assert [g.token_ids for g in got] != [g.token_ids for g in before]
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(
-            torch.tensor(g.logprobs), torch.tensor(w.logprobs), atol=2e-2, rtol=0
+            torch.tensor(g.logprobs), torch.tensor(w.logprobs), atol=1e-3, rtol=0
         )
-    state = {k: v * 0 for k, v in hf.model.state_dict().items() if k.endswith("lm_head.weight")}
-    vllm_engine.load_weights(state, version=5)
-    assert vllm_engine.version == 5
+    seeded = SamplingParams(max_new_tokens=16, temperature=1.0, seed=1)
+    samples = vllm_engine.generate([prompts[0]] * 10, seeded)
+    assert len({tuple(g.token_ids) for g in samples}) > 1

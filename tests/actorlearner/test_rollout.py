@@ -504,24 +504,3 @@ def test_actor_death_mid_rollout_still_yields_full_batch(ray_group):
     assert {t.policy_version for t in trajs} == {group.version}  # restarted actor got the weights
     assert [i["version"] for i in group.wait_ready()] == [group.version] * 2
     assert len(group.rollout(4)) == 4  # and the group keeps working
-
-
-# ---------------------------------------------------------------------- weight sync plumbing
-
-
-def test_bucket_plan_pack_unpack_roundtrip(engine):
-    from actorlearner.rollout.weight_sync import bucket_plan, metas_of, pack, policy_state, unpack
-
-    state = policy_state(engine.model)
-    state["extra.bf16"] = torch.randn(3, 5).to(torch.bfloat16)  # a second dtype gets its own bucket
-    plan = bucket_plan(metas_of(state), bucket_mb=0.05)
-    flat_names = [m.name for bucket in plan for m in bucket]
-    assert flat_names == list(state)  # every tensor once, in order
-    limit = int(0.05 * 2**20)
-    for bucket in plan:
-        assert len({m.dtype for m in bucket}) == 1
-        nbytes = sum(state[m.name].numel() * state[m.name].element_size() for m in bucket)
-        assert nbytes <= limit or len(bucket) == 1
-        for name, tensor in unpack(bucket, pack(bucket, state).clone()):
-            assert torch.equal(tensor, state[name])
-    assert len(plan) > 2
