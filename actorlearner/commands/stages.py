@@ -116,7 +116,9 @@ def register_sweep(app: typer.Typer) -> None:
         overrides: Overrides = None,
         name: Annotated[str, typer.Option(help="sweep name (runs/<name>/...)")] = "sweep",
     ):
-        """Grid sweep with Ray Tune (reward weights, refinement depth, learning rate, ...)."""
+        """Grid sweep over any config key, each trial a whole run, then a results table
+        (reward weights: train.rewards.1.weight, refinement depth: train.max_turns /
+        evaluate.rounds, learning rate, ...)."""
         import json
 
         from actorlearner.config import ConfigError

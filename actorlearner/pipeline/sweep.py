@@ -1,4 +1,4 @@
-"""`actorlearner sweep`: Ray Tune grid over config overrides; each trial is a whole run.
+"""`actorlearner sweep`: a grid over config overrides; each trial is a whole run.
 
 Any key a config has can be swept, list items included: `train.rewards.1.weight=0.5,2`
 (a preset is expanded before overrides apply), `train.max_turns=1,2`, `evaluate.rounds=1,3`.
@@ -7,11 +7,14 @@ Any key a config has can be swept, list items included: `train.rewards.1.weight=
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actorlearner.config import ConfigError, load_config
+
+log = logging.getLogger("actorlearner")
 
 
 @dataclass
@@ -59,63 +62,45 @@ def _short(key: str) -> str:
     return ".".join(tail)
 
 
-def _trial(config_path: str, base_overrides: list[str], sweep_name: str, params: dict[str, str]):
-    from ray import tune
+def trial_name(sweep_name: str, params: dict[str, str]) -> str:
+    return f"{sweep_name}/" + "-".join(f"{_short(k)}={v}" for k, v in params.items())
 
+
+def run_trial(config_path: str, overrides: list[str]) -> dict[str, float]:
+    """One whole run (finished stages are skipped when a sweep is rerun); its headline numbers."""
     from actorlearner.pipeline.run import run_pipeline
     from actorlearner.pipeline.state import RunState
 
-    tag = "-".join(f"{_short(k)}={v}" for k, v in params.items())
-    overrides = base_overrides + [f"{k}={v}" for k, v in params.items()]
-    overrides.append(f"name={sweep_name}/{tag}")
     cfg = load_config(config_path, overrides)
     summary = run_pipeline(cfg)
     if "train" not in summary:  # no evaluation ran: the PPO stage's own numbers
         summary = {**summary, "train": RunState(cfg.run_dir).output("train")}
-    tune.report(headline_metrics(summary) or {"done": 1.0})
+    return headline_metrics(summary)
 
 
 def run_sweep(
     config_path: str, params: list[str], base_overrides: list[str], name: str
 ) -> list[SweepResult]:
-    """Run every grid point as a Tune trial (one at a time: each trial owns the cluster)."""
-    import ray
-    from ray import tune
+    """Run every grid point as a whole run, one after another in this driver and cluster.
 
+    Each run already fills the cluster (its actors and learner ranks), so trials run one
+    at a time; in-process they also keep their actors out of any scheduler's placement
+    group. Every grid point is loaded (and so validated) before the first one runs."""
     grid = parse_grid(params)
     trials = trial_overrides(grid)
-    for trial in trials:  # every grid point must load before any trial runs
-        load_config(config_path, base_overrides + [f"{k}={v}" for k, v in trial.items()])
-    first = load_config(config_path, base_overrides + [f"{k}={v}" for k, v in trials[0].items()])
-    # Trials run in their own directories: pin the config and the outputs to absolute paths.
-    config_path = str(Path(config_path).resolve())
-    base_overrides = [*base_overrides, f"output_dir={Path(first.output_dir).resolve()}"]
-    if not ray.is_initialized():  # the trials' actors run in this cluster, with its imports
-        from actorlearner.pipeline.run import init_ray
-
-        init_ray(first)
-
-    def trainable(tune_cfg: dict[str, Any]) -> None:
-        _trial(config_path, base_overrides, name, tune_cfg["overrides"])
-
-    tuner = tune.Tuner(
-        # The trial holds no CPU (its nested actors take the cores), only a token of memory,
-        # since Tune needs a non-empty resource request.
-        tune.with_resources(trainable, {"cpu": 0, "memory": 2**20}),
-        param_space={"overrides": tune.grid_search(trials)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=1),
-        run_config=tune.RunConfig(name=name, storage_path=str(Path("runs").resolve() / "tune")),
-    )
-    results = tuner.fit()
-    out = []
-    for i in range(len(results)):
-        r = results[i]
-        overrides = (r.config or {}).get("overrides", {})
-        if r.error:
-            raise RuntimeError(f"sweep trial {overrides} failed: {r.error}")
-        metrics = {k: float(v) for k, v in (r.metrics or {}).items() if "/" in k}
-        out.append(SweepResult(overrides, metrics))
-    return out
+    loaded = [
+        load_config(config_path, base_overrides + [f"{k}={v}" for k, v in t.items()])
+        for t in trials
+    ]
+    # pin the outputs, so a trial's relative paths cannot depend on where it runs
+    base_overrides = [*base_overrides, f"output_dir={Path(loaded[0].output_dir).resolve()}"]
+    results = []
+    for trial in trials:
+        overrides = [*base_overrides, *(f"{k}={v}" for k, v in trial.items())]
+        overrides.append(f"name={trial_name(name, trial)}")
+        log.info("sweep trial %s", trial)
+        results.append(SweepResult(trial, run_trial(config_path, overrides)))
+    return results
 
 
 def results_table(results: list[SweepResult]) -> str:

@@ -20,6 +20,13 @@ register it, and name it in the env's `rewards` list::
 verdict (None when the reply had no code), the turn index, the references (verified
 fixes and explanations) and the previous verdict. Packages can ship terms through the
 entry-point group ``actorlearner.reward_terms`` instead of importing them.
+
+In a run config, name the term's module in ``imports`` (imported in the driver and in
+every Ray worker) and the term in ``train.rewards``::
+
+    imports: [my_terms]
+    train:
+      rewards: [{name: pass_rate, weight: 1.0}, {name: short_explanation, weight: 0.5}]
 """
 
 from envs.rewards.composite import PRESETS, CompositeReward, RewardResult, TermConfig

@@ -1,4 +1,4 @@
-"""`actorlearner sweep`: a real Ray Tune grid, each trial a whole (evaluate-only) run."""
+"""`actorlearner sweep`: a real grid, each trial a whole (evaluate-only) run."""
 
 from __future__ import annotations
 
