@@ -53,8 +53,9 @@ def _send(fd, obj):
     Channel(fd).send_raw(_frame(obj))
 
 
-def _job_child(job_r, out_fd, chan_w, seccomp):
-    """In the forked child: read the job, isolate, drop to its uid, run the tests."""
+def _job_child(job_r, out_fd, chan_w):
+    """In the forked child (under the template's seccomp filter): read the job, isolate,
+    drop to its uid, run the tests."""
     import resource
 
     job = _recv(job_r)
@@ -76,7 +77,6 @@ def _job_child(job_r, out_fd, chan_w, seccomp):
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    _load_seccomp(seccomp)
     os.umask(0o077)
     os.environ.clear()
     os.environ.update(
@@ -174,16 +174,12 @@ def _reap_all(uid, patience_s=2.0):
     return False
 
 
-def _end_job(pid, uid, exited):
-    """Kill and reap everything the job started; return the job child's wait status."""
-    status = os.waitpid(pid, 0)[1] if exited else None
-    if status is not None and _no_children():
+def _end_job(uid, status):
+    """Kill and reap whatever the job left running; (its wait status, all gone)."""
+    if _no_children():
         return status, True  # the usual case: one process, already gone
     _kill_uid(uid) if uid is not None else _kill_children()
-    if status is None:
-        status = os.waitpid(pid, 0)[1]
-    clean = _reap_all(uid)
-    return status, clean
+    return status, _reap_all(uid)
 
 
 def _describe_exit(status):
@@ -202,34 +198,46 @@ def _describe_exit(status):
 QUOTA_POLL_S = 0.01  # how often the scratch dir's size is checked while a job runs
 
 
-def _wait_and_collect(pid, chan_r, deadline, max_bytes, over_quota):
-    """Read the channel until the child exits, the deadline passes or its scratch
-    dir outgrows its bound; (data, timed_out, exited, over_quota)."""
+def _wait_and_collect(tpl, chan_r, deadline, max_bytes, over_quota):
+    """Read the channel until the job's end is reported, the deadline passes or its
+    scratch dir outgrows its bound, killing the job then; (data, end, timed_out, over)."""
     import select
     import time
 
-    pidfd = os.pidfd_open(pid)
     data = bytearray()
-    watch = [chan_r, pidfd]
-    timed_out = exited = over = False
-    try:
-        while not (timed_out or exited or over):
-            left = deadline - time.monotonic()
-            timed_out = left <= 0
-            over = not timed_out and over_quota()
-            if timed_out or over:
-                break
-            ready = select.select(watch, [], [], min(left, QUOTA_POLL_S))[0]
-            if chan_r in ready:
-                chunk = os.read(chan_r, 1 << 16)
-                if not chunk:
-                    watch.remove(chan_r)  # every writer is gone; only the exit remains
-                elif len(data) < max_bytes:
-                    data += chunk[: max_bytes - len(data)]
-            exited = pidfd in ready
-    finally:
-        os.close(pidfd)
-    return data, timed_out, exited, over
+    watch = [chan_r, tpl]
+    pid = end = None
+    timed_out = over = False
+    while end is None:
+        left = deadline - time.monotonic()
+        timed_out = timed_out or left <= 0
+        over = over or (not timed_out and over_quota())
+        stopping = timed_out or over
+        if stopping and pid is not None:
+            _kill_job(pid)
+        wait = QUOTA_POLL_S if stopping else min(left, QUOTA_POLL_S)
+        ready = select.select(watch, [], [], wait)[0]
+        if chan_r in ready:
+            chunk = os.read(chan_r, 1 << 16)
+            if not chunk:
+                watch.remove(chan_r)  # every writer is gone; only the exit remains
+            elif len(data) < max_bytes:
+                data += chunk[: max_bytes - len(data)]
+        if tpl in ready:
+            message = json.loads(_expect(tpl))
+            pid, end = (message, None) if pid is None else (pid, message)
+    return data, end, timed_out, over
+
+
+def _kill_job(pid):
+    """SIGKILL the job's first process (and its group); the template then kills the rest."""
+    import signal
+
+    for kill in (os.kill, os.killpg):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _drain(fd, data, max_bytes):
@@ -306,6 +314,7 @@ def _remove_scratch(scratch):
 
 def _run_job(job, scratch_root, tpl):
     """Run one job in a child of the template; the raw reply (decoded by the parent)."""
+    import socket
     import time
 
     scratch = _new_scratch(scratch_root, job["uid"])
@@ -314,19 +323,18 @@ def _run_job(job, scratch_root, tpl):
     job_r, job_w = os.pipe()
     baseline = _used_bytes(scratch_root)
     start = time.monotonic()
-    pid = _spawn(tpl, job["uid"], [job_r, out_fd, chan_w])
+    socket.send_fds(tpl, [json.dumps({"uid": job["uid"]}).encode()], [job_r, out_fd, chan_w])
     for fd in (job_r, chan_w):
         os.close(fd)
     _hand_over(job_w, dict(job, scratch=scratch))
-    data, timed_out, exited, over = _wait_and_collect(
-        pid,
+    data, (status, clean), timed_out, over = _wait_and_collect(
+        tpl,
         chan_r,
         start + job["timeout_s"],
         job["max_result_bytes"],
         lambda: _used_bytes(scratch_root) - baseline > job["scratch_bytes"],
     )
     duration = time.monotonic() - start
-    status, clean = _finish(tpl, exited)
     _drain(chan_r, data, job["max_result_bytes"])
     os.close(chan_r)
     output = os.pread(out_fd, job["output_bytes"], 0).decode("utf-8", "replace")
@@ -378,11 +386,13 @@ def _start_template(seccomp):
 
 
 def _template(sock, seccomp):
-    """Loop: receive a job's pipes, fork its child, report its pid; on the controller's
-    word, kill and reap whatever the job started and report its exit status."""
+    """Loop: receive a job's pipes, fork its child (reporting its pid), wait for it, kill
+    and reap whatever it left running, report its exit status."""
     import socket
 
     _become_subreaper()
+    _libc().prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS, which a seccomp filter needs
+    _load_seccomp(seccomp)  # every job child inherits it
     while True:
         msg, fds, _, _ = socket.recv_fds(sock, 256, 3)
         if not msg:
@@ -391,37 +401,23 @@ def _template(sock, seccomp):
         pid = os.fork()
         if pid == 0:
             sock.close()
-            _child_main(*fds, seccomp)
+            _child_main(*fds)
         for fd in fds:
             os.close(fd)
         sock.send(str(pid).encode())
-        exited = sock.recv(16)
-        if not exited:
-            return
-        sock.send(json.dumps(_end_job(pid, uid, exited == b"1")).encode())
+        status = os.waitpid(pid, 0)[1]
+        sock.send(json.dumps(_end_job(uid, status)).encode())
 
 
-def _child_main(job_r, out_fd, chan_w, seccomp):
+def _child_main(job_r, out_fd, chan_w):
     code = 0
     try:
-        _job_child(job_r, out_fd, chan_w, seccomp)
+        _job_child(job_r, out_fd, chan_w)
     except BaseException:
         code = 70  # setup failed before the candidate ran; the traceback is in the output
         traceback.print_exc()
     finally:
         os._exit(code)
-
-
-def _spawn(tpl, uid, fds):
-    import socket
-
-    socket.send_fds(tpl, [json.dumps({"uid": uid}).encode()], fds)
-    return int(_expect(tpl))
-
-
-def _finish(tpl, exited):
-    tpl.send(b"1" if exited else b"0")
-    return json.loads(_expect(tpl))
 
 
 def _expect(tpl):

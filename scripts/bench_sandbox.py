@@ -92,7 +92,7 @@ class MemorySampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.peak_self = max(self.peak_self, rss_mb(["self"]))
-            self.peak_jails = max(self.peak_jails, rss_mb(jail_tree(self.pool.pids())))
+            self.peak_jails = max(self.peak_jails, rss_mb(jail_tree(self.pool)))
             self._stop.wait(self.every_s)
 
 
@@ -108,12 +108,13 @@ def rss_mb(pids: list) -> float:
     return total / 1024
 
 
-def jail_tree(roots: list[int]) -> list[int]:
-    """The jails' long-lived processes: firejail, its sandbox init, the zygote (not jobs)."""
+def jail_tree(pool: SandboxPool) -> list[int]:
+    """The jails' long-lived processes (not jobs): firejail, its sandbox init (firejail
+    only), the zygote and its job template, whose waited-for children are the jobs."""
     out = []
-    for root in roots:
+    for root in pool.pids():
         level = [root]
-        for _ in range(3):
+        for _ in range(4 if pool.backend == "firejail" else 3):
             out += level
             level = [c for pid in level for c in _children(pid)]
     return out
@@ -127,7 +128,7 @@ def _children(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """CPU time of processes plus their waited-for children (job children, for a zygote)."""
+    """CPU time of processes plus their waited-for children (jobs, for the job template)."""
     total = 0
     for pid in pids:
         try:
@@ -150,14 +151,14 @@ def bench_ours(problems, workers: int, rounds: int, backend: str | None):
         pool.start()
         pool.run_batch(jobs[:workers])  # warm-up
         per_round, rss_rounds = [], []
-        cpu0 = own_cpu() + cpu_seconds(jail_tree(pool.pids()))
+        cpu0 = own_cpu() + cpu_seconds(jail_tree(pool))
         with MemorySampler(pool) as mem:
             for _ in range(rounds):
                 t0 = time.perf_counter()
                 verdicts = pool.run_batch(jobs, limits)
                 per_round.append(time.perf_counter() - t0)
-                rss_rounds.append(rss_mb(jail_tree(pool.pids())))
-        cpu = own_cpu() + cpu_seconds(jail_tree(pool.pids())) - cpu0
+                rss_rounds.append(rss_mb(jail_tree(pool)))
+        cpu = own_cpu() + cpu_seconds(jail_tree(pool)) - cpu0
         passed = sum(v.passed for v in verdicts)
         failed = [p["task_id"] for p, v in zip(problems, verdicts, strict=True) if not v.passed]
         return pool.backend, per_round, passed, failed, mem, rss_rounds, cpu / (rounds * len(jobs))
