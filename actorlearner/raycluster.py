@@ -11,11 +11,14 @@ instead of a long wait on a dead address.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,16 @@ AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 class ClusterError(RuntimeError):
     """The cluster a run was told to join cannot be reached (the message says why and what to do)."""
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A cluster that cannot be reached ends the command with its one-line message (exit 2)."""
+    try:
+        yield
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def token_available() -> bool:
@@ -119,7 +132,9 @@ def start_private(
     retried: on a loaded machine a raylet can miss Ray's fixed 30 s start-up window."""
     import ray
 
-    temp_dir = tempfile.mkdtemp(prefix="alray-", dir="/tmp")  # short: Unix socket paths
+    temp_dir = tempfile.mkdtemp(
+        prefix=f"alray-{os.getpid()}-", dir="/tmp"
+    )  # short: Unix socket paths
     atexit.register(_stop_private, temp_dir)  # runs before Ray's own atexit hook
     for attempt in range(1, attempts + 1):
         try:

@@ -27,6 +27,10 @@ from envs.problem import Problem
 
 log = logging.getLogger("actorlearner")
 
+# Episodes one worker plays at once: a whole shard of the tiny run fits in one batch;
+# beyond this the memory of a long-context batch grows faster than the speed-up.
+MAX_BATCH = 128
+
 
 @dataclass(frozen=True)
 class DepthSettings:
@@ -82,7 +86,7 @@ def play_shard(
     start = time.perf_counter()
     torch.set_num_threads(threads)
     engine = make_engine(engine_kind, model_path)
-    episodes = max(1, len(problems) * settings.samples_per_task)
+    episodes = min(MAX_BATCH, max(1, len(problems) * settings.samples_per_task))
     records, passed = play_depth(
         engine,
         getattr(engine, "tokenizer", None) or load_tokenizer(model_path),

@@ -292,7 +292,7 @@ def evaluate_model(
     the Ray cluster `address` names (default: a private local one, stopped after)."""
     from actorlearner.pipeline.cluster_eval import DepthSettings, EvalJob, evaluate_jobs
     from actorlearner.pipeline.run import worker_env
-    from actorlearner.raycluster import RayRun
+    from actorlearner.raycluster import RayRun, one_line_errors
     from envs.sources import load_problems
 
     settings = DepthSettings(rounds, samples_per_task, temperature, max_new_tokens, seed)
@@ -302,6 +302,6 @@ def evaluate_model(
         jobs.append(
             EvalJob(spec, model_path, problems[:max_problems] if max_problems else problems)
         )
-    with RayRun(address, runtime_env=worker_env()):
+    with one_line_errors(), RayRun(address, runtime_env=worker_env()):
         results = evaluate_jobs(jobs, settings, engine_kind, judge=judge)
     return {spec: results[(model_path, spec)] for spec in specs}

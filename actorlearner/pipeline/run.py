@@ -39,10 +39,15 @@ def init_ray(cfg: RunConfig) -> Any:
     """Join the cluster the run is told to join, else start a private one (see raycluster)."""
     import ray
 
-    from actorlearner.raycluster import start_or_join
+    from actorlearner.raycluster import one_line_errors, start_or_join
 
-    start_or_join(cfg.ray.address, cfg.ray.num_cpus, runtime_env=worker_env(cfg.imports))
+    with one_line_errors():
+        start_or_join(cfg.ray.address, cfg.ray.num_cpus, runtime_env=worker_env(cfg.imports))
     return ray
+
+
+# Stages whose own caches decide what to redo: their settings may have changed since.
+REENTERED = {"evaluate"}
 
 
 def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool = True) -> dict:
@@ -62,7 +67,7 @@ def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool =
         else {}
     )
     for stage in stages or cfg.stages:
-        if resume and state.done(stage) and stages is None:
+        if resume and state.done(stage) and stages is None and stage not in REENTERED:
             log.info("stage %s already done; skipping (use --no-resume to redo)", stage)
             continue
         fn = getattr(stage_impl, f"run_{stage}", None)
