@@ -148,6 +148,7 @@ def _check_limits(limits: Limits) -> Limits:
             ("memory_mb", 32),
             ("output_bytes", 0),
             ("file_bytes", 0),
+            ("scratch_bytes", 0),
             ("max_procs", 1),
         ]
         if not getattr(limits, name) >= low

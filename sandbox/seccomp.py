@@ -16,7 +16,7 @@ import errno
 import functools
 import tempfile
 
-import pyseccomp
+from sandbox.jail import SandboxUnavailable
 
 REFUSED = (
     # IPC objects outlive the processes that made them
@@ -45,6 +45,13 @@ AF_UNIX = 1
 @functools.cache
 def job_filter() -> bytes:
     """The filter as a BPF program (an array of `struct sock_filter`)."""
+    try:
+        import pyseccomp
+    except (ImportError, OSError) as exc:  # no filter, no jobs: never a weaker run
+        raise SandboxUnavailable(
+            f"cannot build the sandbox's seccomp filter ({exc}); install libseccomp "
+            "(apt-get install libseccomp2) and pyseccomp (pip install pyseccomp)"
+        ) from None
     f = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
     for name in REFUSED:
         f.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
