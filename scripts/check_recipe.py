@@ -161,14 +161,14 @@ def run(recipe: Path, work: Path) -> str:
     cpus, gpus = logical_cluster(cfg)
     ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
     placement = placement_for(cfg)
+    rcfg = rollout_config(cfg, model, load_problem_set(cfg, "synthetic:train", 8), None)
+    rcfg = dataclasses.replace(rcfg, engine_kwargs={"dtype": "float32", "device": "cpu"})
+    rollouts = RolloutGroup(rcfg, placement)  # its actors start while the ranks set up
     lcfg = learner_config(cfg, model, work / "ckpt", "ppo")
     lr = cfg.learner
     learner = LearnerGroup(
         lcfg, lr.num_ranks, lr.num_cpus_per_rank, lr.num_gpus_per_rank, placement
     )
-    rcfg = rollout_config(cfg, model, load_problem_set(cfg, "synthetic:train", 8), None)
-    rcfg = dataclasses.replace(rcfg, engine_kwargs={"dtype": "float32", "device": "cpu"})
-    rollouts = RolloutGroup(rcfg, placement)
     _phase("groups created")
     try:
         return _iterate(cfg, fam, learner, rollouts, placement)
