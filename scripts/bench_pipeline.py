@@ -1,12 +1,17 @@
-"""Throughput, async overlap and peak memory of a whole run.
+"""Throughput, async overlap, staleness and peak memory of a whole run.
 
     python scripts/bench_pipeline.py [--config configs/tiny_cpu.yaml] [key=value ...]
+    python scripts/bench_pipeline.py stages=[collect,sft] --table-iterations 6
 
-1. Runs the pipeline (all stages) while sampling the memory of every process of the
-   run (the driver and all its descendants: Ray's GCS, raylet, actors) and prints the
-   peak, the stage timings and the throughput figures logged to TensorBoard.
-2. Reruns the PPO stage from the SFT model in sync and in async mode (same iterations)
-   and prints, for each, iteration time against max(rollout, learn) and against their sum.
+1. Runs the pipeline (the stages the config names) while sampling the memory of every
+   process of the run (the driver and all its descendants: Ray's GCS, raylet, actors)
+   and prints the peak, the stage timings and the throughput figures logged.
+2. Reruns the PPO stage from the SFT model in sync mode, async mode, and async mode with
+   weights taken between turns (same iterations, greedy probe on) and prints iteration
+   times, the probe's reward from the first to the last version, and their ratios.
+3. With --table-iterations: the PPO stage for every staleness bound and off-policy
+   correction asked for (staleness 0 is sync mode), each evaluated on held-out problems;
+   prints the table.
 """
 
 from __future__ import annotations
@@ -62,6 +67,15 @@ def main() -> None:
         default=4,
         help="PPO iterations per mode in part 2 (0 skips part 2)",
     )
+    ap.add_argument(
+        "--table-iterations", type=int, default=0, help="PPO iterations per table row (0: none)"
+    )
+    ap.add_argument(
+        "--table-rows",
+        default="0:none,1:none,1:none:turns,1:decoupled,2:none,2:decoupled,4:none,4:decoupled",
+        help="rows as staleness:correction[:turns]; staleness 0 = sync mode",
+    )
+    ap.add_argument("--table-problems", type=int, default=60, help="held-out problems per row")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
@@ -90,39 +104,146 @@ def main() -> None:
     bench: dict[str, Any] = {"peak_pss_bytes": peak, "wall_s": wall}
     if args.mode_iterations > 0:
         bench["modes"] = compare_modes(args, run_dir)
+    if args.table_iterations > 0:
+        bench["staleness_table"] = staleness_table(args, run_dir)
     Path(run_dir / "bench.json").write_text(json.dumps(bench, indent=2))
+
+
+def fresh_variant(args: argparse.Namespace, run_dir: Path, name: str, overrides: list[str]):
+    """A config and a state for a PPO rerun from this run's SFT model, in an empty directory."""
+    import shutil
+
+    from actorlearner.config import load_config
+    from actorlearner.pipeline.state import RunState
+
+    cfg = load_config(args.config, [*args.overrides, f"name=bench_pipeline_{name}", *overrides])
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # never resume an older variant
+    state = RunState(cfg.run_dir)
+    done = RunState(run_dir).data["done"]
+    state.data["done"] = {k: v for k, v in done.items() if k in ("collect", "sft")}
+    return cfg, state
+
+
+def run_variant(args: argparse.Namespace, run_dir: Path, name: str, overrides: list[str]) -> dict:
+    """The PPO stage once more; its summary plus means of the logged staleness and rates."""
+    from actorlearner.metrics import read_scalars
+    from actorlearner.pipeline.stages import run_train
+
+    cfg, state = fresh_variant(args, run_dir, name, overrides)
+    row = run_train(cfg, state)
+    scalars = read_scalars(cfg.run_dir / "tb")
+    for key in ("staleness/token_mean", "staleness/max", "throughput/rollout_tokens_per_s"):
+        row[key] = mean_scalar(scalars, key)
+    row["cfg"] = cfg
+    return row
+
+
+def probe_change(row: dict) -> tuple[float, float]:
+    history = row.get("probe_reward_history") or [float("nan")]
+    return history[0], history[-1]
 
 
 def compare_modes(args: argparse.Namespace, run_dir: Path) -> dict:
     """Part 2: the PPO stage again from the same SFT model, once per scheduling mode."""
-    from actorlearner.config import load_config
-    from actorlearner.pipeline.stages import run_train
+    variants = {
+        "sync": ["train.mode=sync"],
+        "async": ["train.mode=async"],
+        "async+turns": ["train.mode=async", "rollout.weights_between_turns=true"],
+    }
+    rows = {
+        name: run_variant(args, run_dir, name, [*o, f"train.iterations={args.mode_iterations}"])
+        for name, o in variants.items()
+    }
+    print("\nmode         iter s  rollout s  learn s  token staleness  probe reward first -> last")
+    for name, r in rows.items():
+        first, last = probe_change(r)
+        print(
+            f"{name:12} {r['iter_s_mean']:6.1f}  {r['rollout_s_mean']:9.1f}  "
+            f"{r['learn_s_mean']:7.1f}  {r['staleness/token_mean']:15.2f}  "
+            f"{first:+.2f} -> {last:+.2f}"
+        )
+    it = {name: r["iter_s_mean"] for name, r in rows.items()}
+    gain = {name: probe_change(r)[1] - probe_change(r)[0] for name, r in rows.items()}
+    print(f"async iteration / sync iteration: {it['async'] / it['sync']:.2f}")
+    print(f"async+turns iteration / async iteration: {it['async+turns'] / it['async']:.2f}")
+    print(f"probe reward gain, async / sync: {gain['async']:+.2f} / {gain['sync']:+.2f}")
+    print(
+        f"probe reward gain, async+turns / async: {gain['async+turns']:+.2f} / {gain['async']:+.2f}"
+    )
+    return {name: {k: v for k, v in r.items() if k != "cfg"} for name, r in rows.items()}
+
+
+def held_out(cfg, model: str, max_problems: int) -> dict:
+    """pass@1 by refinement round of one model on the config's first evaluation benchmark."""
+    from actorlearner.pipeline.cluster_eval import DepthSettings, EvalJob, evaluate_jobs
+    from actorlearner.pipeline.stages import eval_env_kwargs, load_problem_set
+
+    ev = cfg.evaluate
+    bench = ev.benchmarks[0]
+    problems = load_problem_set(cfg, bench)[:max_problems]
+    depth = DepthSettings(
+        ev.rounds, 1, 0.0, ev.max_new_tokens, cfg.seed, cfg.env.id, eval_env_kwargs(cfg)
+    )
+    results = evaluate_jobs([EvalJob(bench, model, problems)], depth)
+    (metrics,) = results.values()
+    return {"benchmark": bench, "problems": len(problems), "pass@1": metrics["pass@1"]}
+
+
+def rounds_text(pass_at_1) -> str:
+    values = list(pass_at_1.values()) if isinstance(pass_at_1, dict) else list(pass_at_1)
+    return " / ".join(f"{100 * v:.1f}%" for v in values[1:])  # round 0 is the given bug
+
+
+def row_overrides(spec: str, iterations: int) -> list[str]:
+    """ "k:correction[:turns]" -> overrides; staleness 0 is sync mode."""
+    k, corr, *rest = spec.split(":")
+    mode = "sync" if int(k) == 0 else "async"
+    out = [f"train.mode={mode}", f"train.max_staleness={k}", f"train.off_policy={corr}",
+           f"train.iterations={iterations}"]  # fmt: skip
+    return out + (["rollout.weights_between_turns=true"] if rest == ["turns"] else [])
+
+
+def staleness_table(args: argparse.Namespace, run_dir: Path) -> dict:
+    """Part 3: PPO for every row spec, each with its greedy probe and a held-out evaluation."""
     from actorlearner.pipeline.state import RunState
 
-    state = RunState(run_dir)
-    rows = {}
-    for mode in ("sync", "async"):
-        mcfg = load_config(
-            args.config,
-            [*args.overrides, f"name=bench_pipeline_{mode}", f"train.mode={mode}",
-             f"train.iterations={args.mode_iterations}",
-             "train.probe_episodes=0"],  # the probe would sit on the sync critical path
-        )  # fmt: skip
-        mstate = RunState(mcfg.run_dir)
-        mstate.data["done"] = {
-            k: v for k, v in state.data["done"].items() if k in ("collect", "sft")
-        }
-        rows[mode] = run_train(mcfg, mstate)
-    print("\nmode   iter s  rollout s  learn s  iter/max(rollout,learn)  iter/(rollout+learn)")
-    for mode, r in rows.items():
+    sft_model = RunState(run_dir).output("sft")["model"]
+    rows: dict[str, dict] = {}
+    for spec in args.table_rows.split(","):
+        name = spec.replace(":", "_")
+        row = run_variant(args, run_dir, name, row_overrides(spec, args.table_iterations))
+        row["held_out"] = held_out(row["cfg"], row["model"], args.table_problems)
+        cfg = row.pop("cfg")
+        rows[spec] = row
+        print(f"{spec}: {row['held_out']}", flush=True)
+    sft = held_out(cfg, sft_model, args.table_problems)
+    print(f"\nheld-out: {sft['benchmark']}, first {sft['problems']} problems, greedy pass@1 "
+          f"after refinement rounds 1..; SFT model: {rounds_text(sft['pass@1'])}")  # fmt: skip
+    print("row (staleness:correction[:turns])  max staleness  token staleness  "
+          "probe reward first -> last  held-out pass@1  iter s")  # fmt: skip
+    for spec, r in rows.items():
+        first, last = probe_change(r)
         print(
-            f"{mode:6} {r['iter_s_mean']:6.1f}  {r['rollout_s_mean']:9.1f}  {r['learn_s_mean']:7.1f}"
-            f"  {r['iter_over_max']:23.2f}  {r['iter_over_sum']:20.2f}"
+            f"{spec:34}  {r['staleness/max']:13.0f}  {r['staleness/token_mean']:15.2f}  "
+            f"{first:+13.2f} -> {last:+.2f}  {rounds_text(r['held_out']['pass@1']):>15}  "
+            f"{r['iter_s_mean']:6.1f}"
         )
-    print(
-        f"async iteration / sync iteration: {rows['async']['iter_s_mean'] / rows['sync']['iter_s_mean']:.2f}"
-    )
-    return rows
+    print_ratios(rows)
+    return {"sft": sft, "rows": rows}
+
+
+def print_ratios(rows: dict[str, dict]) -> None:
+    """Async vs sync, and weights between turns vs whole episodes, from the same run."""
+    pairs = (("1:none", "0:none", "async / sync"), ("1:none:turns", "1:none", "turns / whole"))
+    for a, b, label in pairs:
+        if a in rows and b in rows:
+            ra, rb = rows[a], rows[b]
+            ga, gb = (probe_change(r)[1] - probe_change(r)[0] for r in (ra, rb))
+            print(
+                f"{label}: iteration {ra['iter_s_mean'] / rb['iter_s_mean']:.2f}x, rollout "
+                f"tokens/s {ra['throughput/rollout_tokens_per_s'] / rb['throughput/rollout_tokens_per_s']:.2f}x, "
+                f"probe reward gain {ga:+.2f} vs {gb:+.2f}"
+            )
 
 
 if __name__ == "__main__":

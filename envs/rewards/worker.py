@@ -11,12 +11,14 @@ the embeddings of a batch run in one forward, while generation continues in the 
 from __future__ import annotations
 
 import atexit
-import multiprocessing
+import os
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
 from typing import Any
 
 MAX_BATCH = 64
@@ -42,15 +44,48 @@ def score_batch(requests: Sequence[Request]) -> list[float]:
     return out
 
 
+def serve(inbox: Connection, outbox: Connection) -> None:
+    """The worker process's loop: a batch in, ("ok", scores) or ("error", exception) out."""
+    import torch
+
+    torch.set_num_threads(1)  # one core for the rewards; the client keeps its own
+    while True:
+        try:
+            requests = inbox.recv()
+        except EOFError:  # the client closed the pipe or died
+            return
+        try:
+            outbox.send(("ok", score_batch(requests)))
+        except Exception as exc:
+            outbox.send(("error", exc))
+
+
 class RewardWorker:
-    """Client side: `score(kind, *args)` blocks the calling env thread, not the process."""
+    """Client side: `score(kind, *args)` blocks the calling env thread, not the process.
+
+    The worker is a fresh interpreter (`python -m envs.rewards.worker`), not a fork of
+    a process that runs torch threads, and it never re-imports the client's main module.
+    """
 
     def __init__(self) -> None:
-        self._ctx = multiprocessing.get_context("spawn")  # the client may run many threads
-        self._pool = ProcessPoolExecutor(1, mp_context=self._ctx)
         self._requests: queue.Queue[tuple[Request, Future]] = queue.Queue()
         self.batches = 0  # batches sent, for tests and benchmarks
+        self._start()
         threading.Thread(target=self._dispatch, daemon=True, name="reward-worker").start()
+
+    def _start(self) -> None:
+        req_r, req_w = os.pipe()
+        res_r, res_w = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "envs.rewards.worker", str(req_r), str(res_w)],
+            pass_fds=(req_r, res_w),
+            env=env,
+        )
+        os.close(req_r)
+        os.close(res_w)
+        self._send = Connection(req_w, readable=False)
+        self._recv = Connection(res_r, writable=False)
 
     def score(self, kind: str, *args: Any) -> float:
         future: Future = Future()
@@ -69,22 +104,27 @@ class RewardWorker:
 
     def _run(self, requests: list[Request], futures: list[Future]) -> None:
         try:
-            results = self._pool.submit(score_batch, requests).result()
-        except BrokenProcessPool as exc:  # the worker died (e.g. out of memory): start anew
-            self._pool = ProcessPoolExecutor(1, mp_context=self._ctx)
+            self._send.send(requests)
+            status, payload = self._recv.recv()
+        except (EOFError, OSError) as exc:  # the worker died (e.g. out of memory): start anew
+            self.close()
+            self._start()
+            status, payload = "error", RuntimeError(f"reward worker died: {exc!r}")
+        if status == "ok":
+            self.batches += 1
+            for f, r in zip(futures, payload, strict=True):
+                f.set_result(r)
+        else:  # a bad request fails its batch, not the dispatcher
             for f in futures:
-                f.set_exception(exc)
-            return
-        except Exception as exc:  # a bad request fails its batch, not the dispatcher
-            for f in futures:
-                f.set_exception(exc)
-            return
-        self.batches += 1
-        for f, r in zip(futures, results, strict=True):
-            f.set_result(r)
+                f.set_exception(payload)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._send.close()
+        self._recv.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
 
 
 _worker: RewardWorker | None = None
@@ -99,3 +139,9 @@ def reward_worker() -> RewardWorker:
             _worker = RewardWorker()
             atexit.register(_worker.close)
         return _worker
+
+
+if __name__ == "__main__":
+    serve(
+        Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+    )
