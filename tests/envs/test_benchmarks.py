@@ -141,6 +141,7 @@ def test_shipped_data_matches_the_recorded_checksums():
         "mbpp.jsonl.gz": "c1cc7f186e8d70af6a71ca5ffd717893963cd826b0fa1a3cc8ca26ad4ab1cb8c",
         "mbpp_sanitized.jsonl.gz": "6be3fe5ca5860792ea79f237866a1ece2f13e098db994d4bba9113f7c32b3607",
         "mbppplus-v0.1.0-prerelease.jsonl.gz": "4abfe0617f51302a283bb3c925cf6371c3acb05ca5c906501e8222ea7da2250e",
+        "humanevalpack-python.jsonl.gz": "34f43baeb6e324c8248088c0f836f27575e056da912cd73dce4dd77bfdbd4c44",
     }
     for name, file in FILES.items():
         assert hashlib.sha256(data_path(name).read_bytes()).hexdigest() == sums[file]
@@ -151,6 +152,7 @@ def test_shipped_data_matches_the_recorded_checksums():
         "mbpp": 974,
         "mbpp_sanitized": 427,
         "mbpp+": 399,
+        "humanevalfix": 164,
     }
 
 
@@ -194,7 +196,7 @@ def test_mbpp_plus_restored_args_match_the_original_asserts():
 
 
 def test_sources_are_registered():
-    assert {"humaneval", "humaneval+", "mbpp", "mbpp_sanitized", "mbpp+"} <= set(
+    assert {"humaneval", "humaneval+", "mbpp", "mbpp_sanitized", "mbpp+", "humanevalfix"} <= set(
         available_sources()
     )
 
