@@ -95,3 +95,18 @@ def test_pass1_by_bug_type():
         "x": {"num_tasks": 2, "pass@1": [0.0, 0.5, 0.5]},
         "y": {"num_tasks": 1, "pass@1": [0.5, 0.5, 1.0]},
     }
+
+
+def test_depth_benchmark_reports_each_bug_type(tiny_model_dir, tmp_path):
+    out = tmp_path / "depth.json"
+    args = ["evaluate", "-b", "humanevalfix", "--model", str(tiny_model_dir), "--rounds", "1",
+            "--max-problems", "3", "--max-new-tokens", "8", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())["results"]["humanevalfix"]
+    assert metrics["pass@1"][0] == 0.0 and metrics["num_tasks"] == 3  # every start is a bug
+    rows = metrics["by_bug_type"]
+    assert sum(r["num_tasks"] for r in rows.values()) == 3
+    assert all(len(r["pass@1"]) == 2 for r in rows.values())
+    assert "pass@1 per bug type and round" in result.output
+    assert all(bug_type in result.output for bug_type in rows)
