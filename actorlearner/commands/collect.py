@@ -18,57 +18,83 @@ def register(app: typer.Typer) -> None:
                 "--problems",
                 "-p",
                 help="problem source spec (repeatable), e.g. mbpp:train, synthetic:train, or a JSONL path",
+                metavar="SPEC|FILE",
             ),
         ] = None,
         out: Annotated[
             str | None,
-            Opt("--out", "-o", help="output directory (rerun with the same one to resume)"),
+            Opt(
+                "--out",
+                "-o",
+                help="output directory (rerun with the same one to resume)",
+                metavar="DIR",
+            ),
         ] = None,
         config: Annotated[
             str | None,
-            Opt("--config", "-c", help="YAML run config (its data, model, collect, ray)"),
+            Opt(
+                "--config",
+                "-c",
+                help="YAML run config (its data, model, collect, ray)",
+                metavar="FILE",
+            ),
         ] = None,
         sampler: Annotated[
-            str | None, Opt(help="who samples initial solutions: policy | teacher")
+            str | None, Opt(help="who samples initial solutions", metavar="policy|teacher")
         ] = None,
         refiner: Annotated[
-            str | None, Opt(help="who explains and refines: teacher | policy | reference")
+            str | None, Opt(help="who explains and refines", metavar="teacher|policy|reference")
         ] = None,
-        policy: Annotated[str | None, Opt(help="policy model directory (or hub name)")] = None,
+        policy: Annotated[
+            str | None, Opt(help="policy model directory (or hub name)", metavar="DIR")
+        ] = None,
         samples: Annotated[
-            int | None, Opt("--samples", "-n", help="initial solutions per problem (paper: 20)")
+            int | None,
+            Opt("--samples", "-n", help="initial solutions per problem (paper: 20)", metavar="N"),
         ] = None,
         refinements: Annotated[
-            int | None, Opt("--refinements", "-k", help="replies per wrong solution (paper: 10)")
+            int | None,
+            Opt("--refinements", "-k", help="replies per wrong solution (paper: 10)", metavar="K"),
         ] = None,
-        sample_temperature: Annotated[float | None, Opt(help="paper: 1.0")] = None,
-        refine_temperature: Annotated[float | None, Opt(help="paper: 0.8")] = None,
+        sample_temperature: Annotated[float | None, Opt(help="paper: 1.0", metavar="T")] = None,
+        refine_temperature: Annotated[float | None, Opt(help="paper: 0.8", metavar="T")] = None,
         max_problems: Annotated[
-            int | None, Opt(help="first N problems of each source (0 = all)")
+            int | None, Opt(help="first N problems of each source (0 = all)", metavar="N")
         ] = None,
         teacher_url: Annotated[
-            str | None, Opt(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+            str | None,
+            Opt(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1", metavar="URL"),
         ] = None,
         teacher_model: Annotated[
-            str | None, Opt(help="model name the teacher endpoint serves")
+            str | None, Opt(help="model name the teacher endpoint serves", metavar="NAME")
         ] = None,
         teacher_key_env: Annotated[
-            str | None, Opt(help="NAME of the environment variable holding the API key")
+            str | None, Opt(help="the environment variable holding the API key", metavar="NAME")
         ] = None,
         teacher_concurrency: Annotated[
-            int | None, Opt(help="teacher requests in flight per worker")
+            int | None, Opt(help="teacher requests in flight per worker", metavar="N")
         ] = None,
-        workers: Annotated[int | None, Opt(help="Ray workers (0 = in this process)")] = None,
+        workers: Annotated[
+            int | None, Opt(help="Ray workers (0 = in this process)", metavar="N")
+        ] = None,
         units_per_worker: Annotated[
-            int | None, Opt(help="problems each worker runs at once (raise for a slow teacher)")
+            int | None,
+            Opt(help="problems each worker runs at once (raise for a slow teacher)", metavar="N"),
         ] = None,
-        seed: Annotated[int | None, Opt()] = None,
-        timeout: Annotated[float | None, Opt(help="seconds per program execution")] = None,
+        seed: Annotated[int | None, Opt(help="run seed", metavar="N")] = None,
+        timeout: Annotated[
+            float | None, Opt(help="seconds per program execution", metavar="SECONDS")
+        ] = None,
         overrides: Annotated[
             list[str] | None,
-            typer.Argument(help="run-config overrides, e.g. collect.teacher.max_retries=1"),
+            typer.Argument(
+                help="run-config overrides, e.g. collect.teacher.max_retries=1",
+                metavar="KEY=VALUE",
+            ),
         ] = None,
-        progress: Annotated[bool, Opt("--progress/--no-progress")] = True,
+        progress: Annotated[
+            bool, Opt("--progress/--no-progress", help="show progress bars", metavar="")
+        ] = True,
     ):
         """Build the SFT data, the RL pool and the references (LeDex data collection).
 
