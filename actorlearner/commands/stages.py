@@ -112,13 +112,22 @@ def register_sweep(app: typer.Typer) -> None:
     @app.command()
     def sweep(
         config: ConfigOpt,
-        param: Annotated[list[str], typer.Option("--param", "-p", help="key=v1,v2 (repeatable)")],
+        param: Annotated[
+            list[str],
+            typer.Option(
+                "--param", "-p", help="a key and its values (repeatable)", metavar="KEY=V1,V2"
+            ),
+        ],
         overrides: Overrides = None,
-        name: Annotated[str, typer.Option(help="sweep name (runs/<name>/...)")] = "sweep",
+        name: Annotated[
+            str, typer.Option(help="sweep name (runs/<name>/...)", metavar="NAME")
+        ] = "sweep",
     ):
-        """Grid sweep over any config key, each trial a whole run, then a results table
-        (reward weights: train.rewards.1.weight, refinement depth: train.max_turns /
-        evaluate.rounds, learning rate, ...)."""
+        """Grid sweep over any config key, each trial a whole run, then a results table.
+
+        Reward weights: train.rewards.1.weight, refinement depth: train.max_turns /
+        evaluate.rounds, learning rate, ...
+        """
         import json
 
         from actorlearner.config import ConfigError

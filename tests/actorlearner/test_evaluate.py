@@ -367,7 +367,7 @@ def test_evaluate_help_reads_naturally():
         assert words in text
     option_row = re.compile(r"^│\s+\*?\s*--(?!help)")
     type_labels = re.compile(r"<(bool|str|int|float|path|list\[str\])>")
-    for command in ("evaluate", "collect", "pipeline"):
+    for command in ("evaluate", "collect", "pipeline", "sweep"):
         lines = CliRunner().invoke(app, [command, "--help"], env=wide).output.splitlines()
         options = [line for line in lines if option_row.search(line)]
         assert len(options) >= 3 and not [line for line in options if type_labels.search(line)]
@@ -377,7 +377,7 @@ def test_evaluate_help_reads_naturally():
     assert "the valid keys are the fields of the config dataclasses in actorlearner/config.py" in (
         pipeline.replace("│ ", "")
     )
-    for command in ("evaluate", "collect"):  # one summary sentence each, not a broken one
+    for command in ("evaluate", "collect", "sweep"):  # one summary sentence, not a broken one
         (row,) = [line for line in listing.splitlines() if line.startswith(f"│ {command} ")]
         assert row.rstrip("│ ").endswith("."), row
 
