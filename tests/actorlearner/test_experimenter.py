@@ -1,9 +1,11 @@
 """The README's experiment, run exactly as written: a user module named in `imports`
 adds a reward term and an env variant, a short PPO run trains with both and logs the
-term to TensorBoard, and a two-value sweep over the term's weight prints its table."""
+term to TensorBoard, evaluation plays the variant, and a two-value sweep over the term's
+weight prints its table."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -39,8 +41,13 @@ def test_readme_experiment_trains_with_a_user_term_and_env(tmp_path):
         timeout=1200,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    tags = scalar_tags(tmp_path / "runs" / "experiment" / "tb")
+    run = tmp_path / "runs" / "experiment"
+    tags = scalar_tags(run / "tb")
     assert tags.get("reward_terms/short_explanation") == 1, sorted(tags)  # one iteration
+    evaluated = sorted((run / "eval").glob("*.json"))  # base and PPO, in the user's env
+    assert len(evaluated) == 2, evaluated
+    for path in evaluated:
+        assert json.loads(path.read_text())["settings"]["env"][0] == "CodeRefineTerse-v0"
     table = res.stdout[res.stdout.index("sweep results") :]
     assert "train.rewards.1.weight" in table and "train/reward_last" in table
     rows = [line for line in table.splitlines() if re.search(r"│ (0\.5|2\.0)\s+│", line)]
