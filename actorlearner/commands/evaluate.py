@@ -112,8 +112,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         k: Annotated[
-            str, typer.Option("--k", help="pass@k values, comma-separated", metavar="K,K")
-        ] = "1,10",
+            str | None,
+            typer.Option(
+                "--k",
+                help="pass@k values, comma-separated (default: 1,10; 1 with --canonical)",
+                metavar="K,K",
+            ),
+        ] = None,
         timeout: Annotated[
             float,
             typer.Option("--timeout", help="seconds per program (at least)", metavar="SECONDS"),
@@ -179,7 +184,7 @@ def register(app: typer.Typer) -> None:
                 depth = DepthOptions(rounds, samples_per_task, temperature, max_new_tokens, engine)
                 run_depth(model, spec, target, depth, max_problems, judge_url, judge_model)
                 return
-            ks = parse_ks(k)
+            ks = parse_ks(k or ("1" if canonical else "1,10"))  # one reference per task
             if (samples is None) == (not canonical):
                 raise UsageError("give --samples FILE, --canonical, or --model PATH")
             target = out or default_out(spec, samples, None)
