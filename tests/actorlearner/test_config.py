@@ -256,3 +256,17 @@ def test_collect_and_sft_loop_read_configs_the_same_way(tmp_path):
     )  # fmt: skip
     assert res.returncode == 2
     assert "micro_batch_size: Value 'many' of type 'str' could not be converted" in res.stderr
+
+
+def test_env_settings_reach_training_and_evaluation():
+    from actorlearner.pipeline.components import rollout_config
+    from actorlearner.pipeline.stages import eval_env_kwargs
+
+    cfg = load_config(
+        ROOT / "configs/tiny_cpu.yaml", ["env.kwargs={max_text_chars: 9000, max_turns: 5}"]
+    )
+    rc = rollout_config(cfg, "m", ["p"], "pool.jsonl")
+    assert rc.env_id == "CodeRefine-v0"
+    assert rc.env_kwargs["max_text_chars"] == 9000 and rc.env_kwargs["max_turns"] == 5
+    assert rc.env_kwargs["rewards"] == cfg.train.rewards and rc.env_kwargs["pool"] == "pool.jsonl"
+    assert eval_env_kwargs(cfg) == {"max_text_chars": 9000}  # turns are evaluate.rounds
