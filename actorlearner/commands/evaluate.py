@@ -22,6 +22,7 @@ BENCHMARKS = {
     "mbpp_sanitized": "mbpp_sanitized:test",
     "humanevalfix": "humanevalfix",
 }
+ENGINES = ("hf", "vllm")
 BENCHMARK_HELP = (
     f"a benchmark name ({', '.join(BENCHMARKS)}), a name:split spec such as mbpp:validation "
     "or synthetic:test, or a problems JSONL file in the generic format (envs/benchmarks/generic.py)"
@@ -182,6 +183,7 @@ def register(app: typer.Typer) -> None:
                 target = out or default_out(spec, None, model)
                 check_out(target)
                 depth = DepthOptions(rounds, samples_per_task, temperature, max_new_tokens, engine)
+                depth.check()
                 run_depth(model, spec, target, depth, max_problems, judge_url, judge_model)
                 return
             ks = parse_ks(k or ("1" if canonical else "1,10"))  # one reference per task
@@ -189,6 +191,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("give --samples FILE, --canonical, or --model PATH")
             target = out or default_out(spec, samples, None)
             check_out(target)
+            if timeout <= 0:
+                raise UsageError(f"--timeout takes a positive number of seconds (got {timeout})")
             run_evaluate(spec, samples, target, ks, timeout, metrics_out, canonical)
         except UsageError as exc:
             fail(str(exc))
@@ -316,6 +320,20 @@ class DepthOptions:
     temperature: float = 0.0
     max_new_tokens: int = 256
     engine: str = "hf"
+
+    def check(self) -> None:
+        """Refuse settings that would run but mean nothing (a UsageError names the option)."""
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine takes one of {', '.join(ENGINES)} (got {self.engine!r})")
+        for option, value, low in (
+            ("--rounds", self.rounds, 0),
+            ("--samples-per-task", self.samples_per_task, 1),
+            ("--max-new-tokens", self.max_new_tokens, 1),
+        ):
+            if value < low:
+                raise UsageError(f"{option} takes an integer of at least {low} (got {value})")
+        if self.temperature < 0:
+            raise UsageError(f"--temperature takes 0 (greedy) or more (got {self.temperature})")
 
 
 def resolve_model(model: str) -> str:

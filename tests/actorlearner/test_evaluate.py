@@ -405,6 +405,10 @@ def test_evaluate_command_reports_a_malformed_line(tmp_path):
         (["-b", "humaneval", "--canonical", "--k", "0"], "positive integers"),
         (["-b", "apps", "--canonical"], "unknown benchmark 'apps'"),
         (["-b", "humaneval"], "give --samples FILE, --canonical"),
+        (["-b", "humaneval", "--canonical", "--timeout", "0"], "--timeout takes a positive"),
+        (["-b", "humaneval", "-m", "base", "--engine", "jax"], "--engine takes one of hf, vllm"),
+        (["-b", "humaneval", "-m", "base", "--rounds", "-1"], "--rounds takes an integer of at"),
+        (["-b", "humaneval", "-m", "base", "--temperature", "-1"], "--temperature takes 0"),
     ],
 )
 def test_evaluate_command_bad_options(tmp_path, args, message):
