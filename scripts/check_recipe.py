@@ -124,8 +124,21 @@ def check_devices(learner: Any, placement: Any) -> str:
     return f"ranks on GPUs {[','.join(g) for g in gpus]}"
 
 
-def check_greedy(learner: Any, rollouts: Any, actors: int) -> int:
-    """Each actor's greedy reply (tokens, logprobs) equals the learner policy's own."""
+def initial_logprobs(model_dir: str, prompt: list[int], tokens: list[int]) -> list[float]:
+    """Logprobs of `tokens` under the model as built, before any update."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(tokens)[:, None])
+    return logp.squeeze(-1).tolist()
+
+
+def check_greedy(learner: Any, rollouts: Any, actors: int, model_dir: str) -> int:
+    """Each actor's greedy reply (tokens, logprobs) equals the learner policy's own, and its
+    logprobs are not the initial model's (the pushes reached the engine)."""
     greedy = dataclasses.replace(rollouts.cfg.sampling, temperature=0.0)
     trajs = rollouts.rollout(actors, greedy, fixed=True)
     seen = set()
@@ -136,6 +149,9 @@ def check_greedy(learner: Any, rollouts: Any, actors: int) -> int:
             raise AssertionError(f"actor {traj.stats['actor']}: engine {tokens} != policy {want}")
         if max(abs(a - b) for a, b in zip(logps, want_lp, strict=True)) > 1e-3:
             raise AssertionError(f"actor {traj.stats['actor']}: logprobs differ from the policy's")
+        before = initial_logprobs(model_dir, prompt, tokens)
+        if max(abs(a - b) for a, b in zip(logps, before, strict=True)) < 1e-6:
+            raise AssertionError(f"actor {traj.stats['actor']}: still the initial weights")
         seen.add(traj.stats["actor"])
     if len(seen) != actors:
         raise AssertionError(f"only actors {sorted(seen)} of {actors} were checked")
@@ -193,7 +209,7 @@ def _iterate(cfg: Any, fam: str, learner: Any, rollouts: Any, placement: Any) ->
     ppo = learner.ppo_step(trajs)
     _phase("ppo step")
     rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
-    checked = check_greedy(learner, rollouts, cfg.rollout.num_actors)
+    checked = check_greedy(learner, rollouts, cfg.rollout.num_actors, cfg_model(learner))
     _phase("push + greedy check")
     for name, value in (("sft loss", sft["loss/sft"]), ("ppo policy loss", ppo["loss/policy"])):
         if not math.isfinite(value):
