@@ -340,7 +340,7 @@ def test_directories_named_like_files_give_one_line(tmp_path):
 def test_model_names(tmp_path):
     """`--model base` is the shipped model, as in configs; a missing one points there."""
     from actorlearner.base_model import BASE_MODEL_DIR
-    from actorlearner.commands.evaluate import resolve_model
+    from actorlearner.commands.depth import resolve_model
 
     assert resolve_model("base") == str(BASE_MODEL_DIR)
     args = ["evaluate", "-b", "humaneval", "--model", str(tmp_path / "nonexistent")]
