@@ -264,9 +264,11 @@ def ppo_loop(
                 next_batch, next_rollout_s = pending.result()
                 pending = None
             t0 = time.perf_counter()
-            if board is not None or push_due(
-                mode, rollouts.version, learner.version, max_staleness
-            ):
+            if (
+                last
+                or board is not None
+                or push_due(mode, rollouts.version, learner.version, max_staleness)
+            ):  # the last one too: the final policy is probed
                 rollouts.update_weights(weights, learner.version)
             sync_s = time.perf_counter() - t0
             if mode == "sync" and not last:
