@@ -101,8 +101,8 @@ def get_term(name: str) -> RewardTerm:
     if term is None:
         raise KeyError(
             f"unknown reward term {name!r}; available: {', '.join(available_terms())}. "
-            f"Register one with @reward_term({name!r}) or the entry-point group "
-            f"{ENTRY_POINT_GROUP!r}."
+            f"Register one with @reward_term({name!r}) in a module a run config names in "
+            f"`imports`, or through the entry-point group {ENTRY_POINT_GROUP!r}."
         )
     return term
 
