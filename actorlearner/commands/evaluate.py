@@ -206,6 +206,8 @@ def run_evaluate(
 
     from actorlearner.evaluation import SampleFormatError, SampleMismatchError, read_samples
     from actorlearner.evaluation.evaluate import DEFAULT_LIMITS
+    from actorlearner.evaluation.groups import sample_pass1_by_group, task_groups
+    from actorlearner.pipeline.report import print_groups
 
     console = Console(stderr=True)
     with console.status(f"loading {spec} (the first load computes expected outputs; cached after)"):
@@ -225,8 +227,13 @@ def run_evaluate(
     except SampleMismatchError as exc:
         raise UsageError(str(exc)) from None
     metrics["benchmark"] = spec
+    if task_groups(problems):  # HumanEvalFix, or a user's bug set with `bug_type`
+        metrics["by_bug_type"] = sample_pass1_by_group(problems, samples, results)
     _write(out, results, metrics_out or out.with_suffix(".metrics.json"), metrics)
     _report(console, metrics, out, len(problems))
+    if "by_bug_type" in metrics:
+        label = "canonical" if canonical else "samples"
+        print_groups({label: metrics["by_bug_type"]}, f"{spec}: pass@1 per bug type")
     return metrics
 
 

@@ -33,3 +33,16 @@ def pass1_by_group(
         curve = [sum(pass_rates(tasks, r).values()) / len(tasks) for r in range(rounds + 1)]
         rows[group] = {"num_tasks": len(tasks), "pass@1": curve}
     return rows
+
+
+def sample_pass1_by_group(
+    problems: Sequence[Problem], samples: Sequence[dict], results: Sequence[dict]
+) -> GroupRows:
+    """pass@1 of scored samples within each group (bug type), one column: no rounds."""
+    from actorlearner.evaluation.matching import match_samples
+
+    groups = task_groups(problems)
+    solved_at: dict[str, list[int | None]] = defaultdict(list)
+    for i, problem in match_samples(problems, samples).problems.items():
+        solved_at[problem.task_id].append(0 if results[i]["passed"] else None)
+    return pass1_by_group(solved_at, groups, rounds=0)

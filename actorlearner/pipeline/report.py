@@ -54,8 +54,8 @@ def print_groups(rows: dict[str, dict[str, dict]], title: str) -> str:
     table = Table(title=title)
     for name in ("group", "tasks", "stage"):
         table.add_column(name, justify="right" if name == "tasks" else "left")
-    for r in range(rounds):
-        table.add_column(f"round {r}", justify="right")
+    for r in range(rounds):  # one column (scored samples, no refinement): just pass@1
+        table.add_column("pass@1" if rounds == 1 else f"round {r}", justify="right")
     for group in sorted({g for s in rows.values() for g in s}):
         for stage, per_group in rows.items():
             if group in per_group:

@@ -57,6 +57,10 @@ def test_canonical_solutions_score_164_of_164(tmp_path):
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())
     assert metrics["num_tasks"] == 164 and metrics["pass@k"]["base"]["pass@1"] == 1.0
     assert metrics["status_counts"] == {"passed": 164}
+    rows = metrics["by_bug_type"]
+    assert len(rows) == 6 and sum(r["num_tasks"] for r in rows.values()) == 164
+    assert all(r["pass@1"] == [1.0] for r in rows.values())
+    assert "pass@1 per bug type" in result.output and "value misuse" in result.output
 
 
 def test_episodes_start_from_the_buggy_solution(problems):
