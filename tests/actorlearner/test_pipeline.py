@@ -74,7 +74,8 @@ class Cluster:
         self.starts += 1  # a fresh temp dir each time: a restarted node is a new node
         args = [f"--address={self.gcs}", "--num-cpus=2", '--resources={"worker_node": 2}',
                 f"--temp-dir={self.tmp / f'worker{self.starts}'}", *node_ports()]  # fmt: skip
-        self.worker = _ray_start(args)
+        # joining by address, `ray start` sends the token only in token mode (as the README says)
+        self.worker = _ray_start(args, {**os.environ, "RAY_AUTH_MODE": "token"})
         _wait_nodes(self.dashboard, 2, timeout_s=240)
 
     def stop_worker(self) -> None:
@@ -83,10 +84,10 @@ class Cluster:
         self.worker = None
 
 
-def _ray_start(args: list[str]) -> subprocess.Popen:
+def _ray_start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     """`ray start --block` in its own process group: ending the group stops only this node."""
     return subprocess.Popen(["ray", "start", "--block", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -103,19 +104,20 @@ def _client(dashboard: str):
     return JobSubmissionClient(dashboard)
 
 
-def _wait_nodes(dashboard: str, count: int, timeout_s: float = 120) -> None:
+def _wait_nodes(dashboard: str, count: int, timeout_s: float = 240) -> None:
     from ray.util.state import list_nodes
 
-    deadline = time.time() + timeout_s
+    deadline, seen = time.time() + timeout_s, ""
     while time.time() < deadline:
         try:
             alive = [n for n in list_nodes(address=dashboard) if n.state == "ALIVE"]
             if len(alive) == count:
                 return
-        except Exception:
-            pass
+            seen = f"{len(alive)} alive"
+        except Exception as exc:  # the dashboard is still starting
+            seen = repr(exc)[:300]
         time.sleep(2)
-    pytest.fail(f"the cluster did not reach {count} live nodes in {timeout_s} s")
+    pytest.fail(f"the cluster did not reach {count} live nodes in {timeout_s} s (last: {seen})")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,6 @@ def cluster(tmp_path_factory):
 
     if not token_available():  # Ray's own first step on a new machine
         subprocess.run(["ray", "get-auth-token", "--generate"], check=True, capture_output=True)
-    use_token_if_available()  # this process reads job logs through Ray's SDK
     tmp = tmp_path_factory.mktemp("ray")
     port, dash = _free_port(), _free_port()
     head = _ray_start(["--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
@@ -134,6 +135,7 @@ def cluster(tmp_path_factory):
     from ray._private.services import get_node_ip_address
 
     c = Cluster(f"http://127.0.0.1:{dash}", f"{get_node_ip_address()}:{port}", head, None, tmp)
+    use_token_if_available()  # this process reads job logs through Ray's SDK
     try:
         _wait_nodes(c.dashboard, 1)
         c.start_worker()
