@@ -128,7 +128,7 @@ def test_cluster_without_auth_takes_the_same_commands():
     short_dir = tempfile.mkdtemp(prefix="al-", dir="/tmp")  # Unix socket paths stay short
     off = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(
-        ["ray", "start", "--block", "--head", "--num-cpus=1", f"--port={_free_port()}",
+        ["ray", "start", "--block", "--head", "--num-cpus=2", f"--port={_free_port()}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={short_dir}",
          f"--ray-client-server-port={_free_port()}", *node_ports()],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, env=off,
