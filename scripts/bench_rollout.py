@@ -1,7 +1,9 @@
 """Rollout throughput: generated tokens/s through the Ray rollout actors (generation +
 sandboxed env steps + token bookkeeping) versus plain `model.generate` on the same
 model and the same first-turn prompts, in one run. Also shows whether overlapping env
-steps with generation helps (episode runner in-process, overlap off / on / auto).
+steps with generation helps (episode runner in-process, overlap off / on / auto), and,
+for presets with CodeBLEU or explanation similarity (`--rewards ledex`), a Ray actor
+that computes them inline in env.step instead of in the reward worker process.
 
 Every path is timed `--reps` times, interleaved, and the best and median are printed:
 on a shared machine single timings are noisy.
@@ -94,6 +96,17 @@ def ray_actor(model_path, env_kwargs, batch, episodes, sampling, overlap):
     return lambda: sum(sum(t.action_mask) for t in group.rollout(episodes)), group
 
 
+def inline_rewards(preset: str) -> list[dict] | None:
+    """The preset with its worker terms (CodeBLEU, similarity) computed inline; None if none."""
+    from envs.rewards.composite import PRESETS
+
+    terms = PRESETS.get(preset, [])
+    heavy = ("codebleu", "explanation_similarity")
+    if not any(t["name"] in heavy for t in terms):
+        return None
+    return [{**t, "options": {"worker": False}} if t["name"] in heavy else t for t in terms]
+
+
 def start_ray() -> None:
     import ray
 
@@ -157,6 +170,11 @@ def main(
         for overlap in (False, "auto"):
             run, group = ray_actor(model, env_kwargs, batch, episodes, sampling, overlap)
             paths[f"Ray rollout actor, overlap={overlap}"] = run
+            groups.append(group)
+        if inline := inline_rewards(rewards):  # the same terms computed inside env.step
+            kwargs = {**env_kwargs, "rewards": inline}
+            run, group = ray_actor(model, kwargs, batch, episodes, sampling, "auto")
+            paths["Ray rollout actor, rewards inline"] = run
             groups.append(group)
         paths["model.generate"]()  # warm-up
         rates: dict[str, list[float]] = {name: [] for name in paths}
