@@ -64,13 +64,13 @@ TARGET_MOD = 4  # reward: share of sampled tokens whose id is divisible by 4 (ba
 @torch.no_grad()
 def sample(model, n: int, new_tokens: int, gen: torch.Generator, version: int) -> list[Trajectory]:
     ids = torch.tensor([PROMPT] * n)
-    logps = []
+    steps = []
     for _ in range(new_tokens):
         logp = torch.log_softmax(model(input_ids=ids).logits[:, -1].float(), -1)
         tok = torch.multinomial(logp.exp(), 1, generator=gen)
-        logps.append(logp.gather(-1, tok))
+        steps.append(logp.gather(-1, tok))
         ids = torch.cat([ids, tok], 1)
-    logps = torch.cat(logps, 1)
+    logps = torch.cat(steps, 1)
     out = []
     for row in range(n):
         gen_ids = ids[row, len(PROMPT) :].tolist()
