@@ -301,8 +301,10 @@ def test_node_loss_then_job_stop_then_resume(cluster, tiny_model_dir, tmp_path):
 
 
 def test_rerun_resumes_and_skips_finished_stages(submitted_run, tiny_model_dir):
+    """A local rerun skips the finished stages and reuses every cached evaluation result."""
     run_dir, _ = submitted_run
-    before = (run_dir / "summary.json").read_text()
+    before = json.loads((run_dir / "summary.json").read_text())
+    cached = {p: p.stat().st_mtime_ns for p in (run_dir / "eval").glob("*.json")}
     result = subprocess.run(
         [sys.executable, "-m", "actorlearner.cli", "pipeline", "-c", "configs/tiny_cpu.yaml",
          *short_overrides(tiny_model_dir, run_dir.parent), "ray.num_cpus=4"],
@@ -310,4 +312,6 @@ def test_rerun_resumes_and_skips_finished_stages(submitted_run, tiny_model_dir):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already done" in result.stderr + result.stdout
-    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(before)
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["results"] == before["results"] and after["paired"] == before["paired"]
+    assert len(cached) == 6 and all(p.stat().st_mtime_ns == t for p, t in cached.items())
