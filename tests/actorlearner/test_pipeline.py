@@ -36,6 +36,7 @@ def short_overrides(model_dir: Path, out_dir: Path) -> list[str]:
         "data.train=[synthetic:train]",
         "data.num_synthetic_train=12",
         "data.num_synthetic_test=3",
+        "data.num_synthetic_novel=3",
         "sft.epochs=1",
         "sft.cpu_threads=1",  # one rank on one node of two CPUs
         "train.iterations=2",
