@@ -132,8 +132,9 @@ def run_variant(args: argparse.Namespace, run_dir: Path, name: str, overrides: l
     cfg, state = fresh_variant(args, run_dir, name, overrides)
     row = run_train(cfg, state)
     scalars = read_scalars(cfg.run_dir / "tb")
-    for key in ("staleness/token_mean", "staleness/max", "throughput/rollout_tokens_per_s"):
+    for key in ("staleness/token_mean", "throughput/rollout_tokens_per_s"):
         row[key] = mean_scalar(scalars, key)
+    row["staleness/max"] = max((v for _, v in scalars.get("staleness/max", [])), default=0.0)
     row["cfg"] = cfg
     return row
 
