@@ -8,15 +8,6 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.13.0
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
-# libseccomp builds the seccomp filter every sandbox job loads (pyseccomp calls it).
-if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null
-  fi
-fi
-
 PIP="python3 -m pip"
 PIP_FLAGS=(-q --disable-pip-version-check)
 RUN=()
@@ -51,15 +42,18 @@ install_torch() {
   "${RUN[@]}" $PIP install "${PIP_FLAGS[@]}" "torch==$TORCH_VERSION"
 }
 
-install_firejail() {
-  if command -v firejail >/dev/null 2>&1; then return; fi
+install_system_packages() {  # firejail runs every job; libseccomp builds each job's filter
+  local missing=()
+  command -v firejail >/dev/null 2>&1 || missing+=(firejail)
+  ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+  if [ ${#missing[@]} = 0 ]; then return; fi
   local sudo=()
   if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
   "${RUN[@]}" "${sudo[@]}" apt-get update -qq
-  "${RUN[@]}" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firejail
+  "${RUN[@]}" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
-install_firejail
+install_system_packages
 install_torch
 "${RUN[@]}" $PIP install "${PIP_FLAGS[@]}" -e ".[dev]"
 if [ -z "${SETUP_DRY_RUN:-}" ]; then
