@@ -19,9 +19,8 @@ from typing import Any
 
 from actorlearner.pipeline.depth import (
     EpisodeRecord,
-    depth_metrics,
-    judge_first_replies,
     play_depth,
+    score_depth,
 )
 from envs.problem import Problem
 
@@ -148,9 +147,7 @@ def evaluate_jobs(
         start = time.perf_counter()
         parts = ray.get(refs[job.benchmark + "\0" + job.model])
         records, passed = merge(job.problems, [(r, p) for r, p, _ in parts])
-        metrics = depth_metrics(records, passed, settings.rounds)
-        if judge is not None:
-            metrics["judge"] = judge_first_replies(records, job.problems, judge, settings.seed)
+        metrics = score_depth(records, passed, job.problems, settings.rounds, judge, settings.seed)
         metrics["eval_s"] = round(max(s for _, _, s in parts), 1) if parts else 0.0
         metrics["workers"] = len(parts)
         results[(job.model, job.benchmark)] = metrics

@@ -254,6 +254,19 @@ def evaluate_depth(
         engine, tokenizer, problems, rounds, samples_per_task, temperature, max_new_tokens,
         num_envs, seed,
     )  # fmt: skip
+    return score_depth(records, passed, problems, rounds, judge, seed)
+
+
+def score_depth(
+    records: Sequence[EpisodeRecord],
+    passed: dict[str, list[bool]],
+    problems: Sequence[Problem],
+    rounds: int,
+    judge: Any = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Depth metrics of played episodes, plus the judge's scores of first replies when a
+    judge is given (in-process and cluster evaluation score the same way)."""
     metrics = depth_metrics(records, passed, rounds)
     if judge is not None:
         metrics["judge"] = judge_first_replies(records, problems, judge, seed)
