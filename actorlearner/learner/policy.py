@@ -147,32 +147,3 @@ def target_logprobs(
 def base_lm(policy: PolicyWithValue) -> Any:
     """The plain HF model (unwrapped from PEFT)."""
     return policy.lm.get_base_model() if policy.use_lora else policy.lm
-
-
-def merged_state_dict(policy: PolicyWithValue) -> dict[str, torch.Tensor]:
-    """HF-layout weights of the current policy, LoRA deltas folded in; the value head excluded.
-
-    Computed without touching the live weights (merge/unmerge would add rounding noise
-    to training). Call inside a ZeRO-3 gather when parameters are partitioned.
-    """
-    if not policy.use_lora:
-        return {k: v.detach().clone() for k, v in policy.lm.state_dict().items()}
-    from peft.tuners.lora import LoraLayer
-
-    deltas: dict[str, torch.Tensor] = {}
-    for name, module in policy.lm.base_model.model.named_modules():
-        if isinstance(module, LoraLayer):
-            for adapter in module.active_adapters:
-                delta = module.get_delta_weight(adapter).detach()  # type: ignore[attr-defined]
-                key = f"{name}.weight"
-                deltas[key] = deltas[key] + delta if key in deltas else delta
-    out = {}
-    for key, tensor in policy.lm.base_model.model.state_dict().items():
-        if "lora_" in key:
-            continue
-        key = key.replace(".base_layer", "")
-        value = tensor.detach().clone()
-        if key in deltas:
-            value += deltas[key].to(value.dtype)
-        out[key] = value
-    return out
