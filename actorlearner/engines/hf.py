@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from actorlearner.engines import sampling as sampler
 from actorlearner.engines.base import Generation, SamplingParams
+from actorlearner.engines.kv_cache import growing_cache
 
 # Keys a learner may send along with the policy that an inference engine has no use for.
 _IGNORED_PREFIXES = ("v_head.", "value_head.", "score.")
@@ -82,7 +83,8 @@ class HFEngine:
 
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=getattr(self.model, "config", None))
+        # buffers with room for the reply: no whole-cache copy per decoded token
+        cache = growing_cache(getattr(self.model, "config", None), sampling.max_new_tokens)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, **self._fwd_kw(cache)
         )
