@@ -32,6 +32,7 @@ from __future__ import annotations
 import string
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ from gymnasium import spaces
 from envs.pool import PoolEntry, load_pool
 from envs.problem import Problem
 from envs.rewards import CompositeReward, References, RewardContext, RewardResult
+from envs.rewards.composite import when_all
 from envs.templates import (
     ParsedReply,
     Templates,
@@ -115,6 +117,12 @@ class CodeRefineEnv(gym.Env[str, str]):
     "task_id", "sandbox_error" (the sandbox itself failed: the episode is truncated and
     its last reward is not the policy's doing; trainers may drop it). A reply with no
     code is not run: the format term penalises it and the next observation says so.
+
+    With `defer_rewards` (a rollout loop that does not wait for CodeBLEU and embeddings),
+    `step` returns as soon as the sandbox has judged the reply: its reward is the sum of
+    the terms already known, and info["pending_reward"] is a Future of the whole reward's
+    {"reward", "reward_terms", "reward_raw", "rewards_by_span"} (these keys are then
+    absent from info). The observation and termination never depend on a pending term.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
@@ -132,6 +140,7 @@ class CodeRefineEnv(gym.Env[str, str]):
         runner: Runner | None = None,
         max_text_chars: int = 65536,
         render_mode: str | None = None,
+        defer_rewards: bool = False,
     ):
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
@@ -148,6 +157,7 @@ class CodeRefineEnv(gym.Env[str, str]):
         self.problems = _index(_load(problems, self.pool, dict(problem_options or {})))
         self.starts = self._starts()
         self.max_text_chars = max_text_chars
+        self.defer_rewards = defer_rewards
         self.observation_space = spaces.Text(max_text_chars, min_length=1, charset=CHARSET)
         self.action_space = spaces.Text(max_text_chars, min_length=0, charset=CHARSET)
         self._cache: OrderedDict[tuple[str, str], Verdict] = OrderedDict()
@@ -211,7 +221,7 @@ class CodeRefineEnv(gym.Env[str, str]):
         reply = parse_reply(action, ep.problem.entry_point)
         verdict = self._run(ep.problem, reply.code or "") if reply.has_code else None
         ctx = RewardContext(ep.problem, reply, verdict, ep.turn, ep.references, ep.verdict)
-        result = self.reward_fn(ctx)
+        known, pending = self.reward_fn.start(ctx)
         ep.turn += 1
         terminated = verdict is not None and verdict.passed
         broken = verdict is not None and verdict.error_type == SANDBOX_ERROR
@@ -228,13 +238,12 @@ class CodeRefineEnv(gym.Env[str, str]):
             obs = feedback if terminated else next_user_message(feedback, self.templates)
         obs = self._fit(obs)
         ep.messages += [{"role": "assistant", "content": action}, {"role": "user", "content": obs}]
-        return (
-            obs,
-            float(result.total),
-            terminated,
-            truncated,
-            self._step_info(reply, verdict, result, feedback),
-        )
+        info = self._step_info(reply, verdict, feedback)
+        if self.defer_rewards and not pending.done():
+            info["pending_reward"] = when_all([pending], lambda: _reward_info(pending, reply))
+            return obs, float(known), terminated, truncated, info
+        parts = _reward_info(pending, reply)
+        return obs, parts.pop("reward"), terminated, truncated, {**info, **parts}
 
     def render(self) -> str | None:
         if self._ep is None or self.render_mode is None:
@@ -248,15 +257,12 @@ class CodeRefineEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ helpers
 
     def _step_info(
-        self, reply: ParsedReply, verdict: Verdict | None, result: RewardResult, feedback: str
+        self, reply: ParsedReply, verdict: Verdict | None, feedback: str
     ) -> dict[str, Any]:
         assert self._ep is not None
         return {
             "verdict": verdict,
-            "reward_terms": dict(result.terms),
-            "reward_raw": dict(result.raw),
             "spans": {"explanation": reply.explanation_span, "code": reply.code_span},
-            "rewards_by_span": _place(result.by_span, reply),
             "explanation": reply.explanation,
             "code": reply.code,
             "feedback": feedback,
@@ -364,6 +370,17 @@ def _references(problem: Problem, entry: PoolEntry | None) -> References:
     expls += list(problem.metadata.get("reference_explanations") or [])
     unique = lambda xs: tuple(dict.fromkeys(x for x in xs if x and x.strip()))  # noqa: E731
     return References(codes=unique(codes), explanations=unique(expls))
+
+
+def _reward_info(pending: Future[RewardResult], reply: ParsedReply) -> dict[str, Any]:
+    """The step's reward and its parts, from the (finished) composite reward."""
+    result = pending.result()
+    return {
+        "reward": float(result.total),
+        "reward_terms": dict(result.terms),
+        "reward_raw": dict(result.raw),
+        "rewards_by_span": _place(result.by_span, reply),
+    }
 
 
 def _place(by_span: dict[str, float], reply: ParsedReply) -> dict[str, float]:

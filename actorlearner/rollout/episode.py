@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from actorlearner.chat import user_turn_suffix
@@ -73,6 +74,7 @@ class EpisodeBuilder:
         self.versions = [int(version)] * len(self.ids)  # the version that sampled each token
         self.prompt_tokens = len(self.ids)
         self.stats: dict[str, Any] = {"turns": 0, "truncated_replies": 0}
+        self.pending: list[tuple[ReplyText, int, int, Future]] = []  # rewards still computing
 
     def add_reply(self, gen: Generation, im_end_id: int, version: int) -> int:
         """Append a reply's sampled ids (mask 1); return the index of its first token."""
@@ -106,17 +108,38 @@ class EpisodeBuilder:
         self.mask += [0] * len(ids)
         self.rewards += [0.0] * len(ids)
 
+    def defer_rewards(self, reply: ReplyText, reply_start: int, pending: Future) -> None:
+        """Place the last reply's rewards once `pending` (the env's Future of its reward
+        and parts, see CodeRefineEnv `defer_rewards`) is done; see `settle`."""
+        self.pending.append((reply, reply_start, len(self.turn_ends) - 1, pending))
+
+    def settled(self) -> bool:
+        return all(f.done() for *_, f in self.pending)
+
+    def settle(self) -> None:
+        """Place every deferred reward (waiting for those still computing)."""
+        for reply, start, turn, pending in self.pending:
+            parts = pending.result()
+            self.place_rewards(reply, start, parts["reward"], parts, turn=turn)
+        self.pending = []
+
     def place_rewards(
-        self, reply: ReplyText, reply_start: int, reward: float, info: Mapping[str, Any]
+        self,
+        reply: ReplyText,
+        reply_start: int,
+        reward: float,
+        info: Mapping[str, Any],
+        turn: int = -1,
     ) -> dict[str, int]:
         """Put the env's span rewards on the tokens that end each span; return the positions.
 
         "explanation"/"code" rewards go to the last token of that character span,
         "turn" to the reply's last generated token. Whatever part of the scalar step
         reward the spans do not account for also goes to the turn's last token, so the
-        trajectory's rewards always sum to the env's rewards.
+        trajectory's rewards always sum to the env's rewards. `turn`: the reply's index
+        (default: the last reply).
         """
-        turn_end = self.turn_ends[-1]  # the last generated token (the stop token if emitted)
+        turn_end = self.turn_ends[turn]  # the last generated token (the stop token if emitted)
         spans = info.get("spans") or {}
         by_span = dict(info.get("rewards_by_span") or {})
         positions: dict[str, int] = {}

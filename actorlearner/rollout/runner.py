@@ -15,6 +15,11 @@ With `group_size` k > 1, episodes come in groups of k that replay one episode st
 With `fixed_offset`, a run replays fixed starts instead (a seed-independent order of
 all starts, from that offset): the same problems every call, for a low-noise probe.
 
+Rewards that take long to compute (CodeBLEU, embeddings: CodeRefineEnv's
+`defer_rewards`, switched on here) do not hold a slot: the env returns once the sandbox
+has judged a reply, the slot goes on (next turn or next episode), and the episode's
+trajectory is built when its rewards arrive, while the engine generates.
+
 `before_generate` runs at every turn boundary: the rollout actor uses it to take new
 weights mid-episode, and each reply's tokens record the engine version that sampled them.
 """
@@ -84,6 +89,7 @@ class EpisodeRunner:
         max_context_tokens: int | None = None,
         reset_options: dict | None = None,
         group_size: int = 1,
+        defer_rewards: bool = True,
     ):
         if not envs:
             raise ValueError("EpisodeRunner needs at least one env")
@@ -92,6 +98,11 @@ class EpisodeRunner:
         self.engine = engine
         self.tokenizer = tokenizer
         self.slots = [_Slot(env=e, index=i) for i, e in enumerate(envs)]
+        for env in envs:  # envs that can defer slow reward terms do (see the module docstring)
+            base = getattr(env, "unwrapped", env)
+            if hasattr(base, "defer_rewards"):
+                base.defer_rewards = defer_rewards
+        self._unsettled: list[tuple[EpisodeBuilder, dict[str, Any]]] = []
         if overlap not in (True, False, "auto"):
             raise ValueError(f"overlap must be True, False or 'auto', got {overlap!r}")
         self.overlap = overlap if len(envs) > 1 else False
@@ -146,9 +157,11 @@ class EpisodeRunner:
             while any(slot.future is not None for slot in self.slots):
                 groups = 2 if self._split() else 1
                 for half in (self.slots[g::groups] for g in range(groups)):
-                    ready = [s for s in half if s.future is not None and self._collect(s, done)]
+                    ready = [s for s in half if s.future is not None and self._collect(s)]
                     if ready:
                         self._generate(ready, sampling)
+                    self._settle(done, wait=False)
+            self._settle(done, wait=True)
         except BaseException:
             self._abandon()  # leave every slot idle so the next run starts clean
             raise
@@ -163,6 +176,7 @@ class EpisodeRunner:
                 except Exception:  # the error that matters is already propagating
                     pass
             slot.future, slot.episode, slot.reply = None, None, None
+        self._unsettled = []
 
     def _split(self) -> bool:
         """Whether to generate in two halves this round (see the module docstring)."""
@@ -201,7 +215,7 @@ class EpisodeRunner:
             tickets.extend(_Ticket(options, tag) for _ in range(self.group_size))
         return tickets
 
-    def _collect(self, slot: _Slot, done: list[Trajectory]) -> bool:
+    def _collect(self, slot: _Slot) -> bool:
         """Wait for a slot's env work and fold it into its episode; True if it needs a reply."""
         t = time.perf_counter()
         result: _EnvResult = slot.future.result()  # type: ignore[union-attr]
@@ -215,13 +229,16 @@ class EpisodeRunner:
         if result.step is not None:
             obs, reward, terminated, truncated, info = result.step
             reply, start = slot.reply  # type: ignore[misc]
-            slot.episode.place_rewards(reply, start, reward, info)  # type: ignore[union-attr]
+            if (pending := info.get("pending_reward")) is not None:
+                slot.episode.defer_rewards(reply, start, pending)  # type: ignore[union-attr]
+            else:
+                slot.episode.place_rewards(reply, start, reward, info)  # type: ignore[union-attr]
             if terminated or truncated:
-                done.append(self._finish(slot, terminated, truncated, info))
+                self._finish(slot, terminated, truncated, info)
             else:
                 slot.episode.add_user_turn(self.tokenizer, obs)  # type: ignore[union-attr]
                 if self._over_context(slot):
-                    done.append(self._finish(slot, False, True, info, context_limit=True))
+                    self._finish(slot, False, True, info, context_limit=True)
                     if ticket := self._claim():
                         slot.future = self._pool.submit(self._reset, slot, ticket)
                     return False
@@ -316,9 +333,10 @@ class EpisodeRunner:
 
     def _finish(
         self, slot: _Slot, terminated: bool, truncated: bool, info: dict, **extra: Any
-    ) -> Trajectory:
+    ) -> None:
+        """End the slot's episode; its trajectory is built once its rewards are in."""
         verdict = info.get("verdict")
-        traj = slot.episode.build(  # type: ignore[union-attr]
+        stats = dict(
             solved=bool(terminated),
             truncated=bool(truncated),
             pass_rate=float(getattr(verdict, "pass_rate", 0.0) or 0.0),
@@ -329,9 +347,20 @@ class EpisodeRunner:
             **({"group": slot.group} if slot.group is not None else {}),
             **extra,
         )
+        self._unsettled.append((slot.episode, stats))  # type: ignore[arg-type]
         slot.episode = None
         slot.reply = None
-        return traj
+
+    def _settle(self, done: list[Trajectory], wait: bool) -> None:
+        """Build the trajectories of ended episodes whose rewards are in (all, if `wait`)."""
+        waiting = []
+        for episode, stats in self._unsettled:
+            if wait or episode.settled():
+                episode.settle()
+                done.append(episode.build(**stats))
+            else:
+                waiting.append((episode, stats))
+        self._unsettled = waiting
 
 
 def _task_id(env: Any, info: dict) -> str:

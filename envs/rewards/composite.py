@@ -8,7 +8,9 @@ one by one and add up to the total.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,10 +119,50 @@ class CompositeReward:
         return config.span or term.span
 
     def __call__(self, ctx: RewardContext) -> RewardResult:
+        return self.start(ctx)[1].result()
+
+    def start(self, ctx: RewardContext) -> tuple[float, Future[RewardResult]]:
+        """Start every term; return the weighted sum of those already computed and a
+        Future of the whole result. Terms in the reward worker run while the others do
+        (and, for a caller that does not wait, while it generates)."""
+        values = [t.start(ctx, **c.options) for c, t in zip(self.configs, self.terms, strict=True)]
+        known = sum(
+            c.weight * v
+            for c, v in zip(self.configs, values, strict=True)
+            if not isinstance(v, Future)
+        )
+        futures = [v for v in values if isinstance(v, Future)]
+        return known, when_all(futures, lambda: self._combine(values))
+
+    def _combine(self, values: Sequence[float | Future[float]]) -> RewardResult:
         raw, terms, by_span = {}, {}, dict.fromkeys(SPANS, 0.0)
-        for c, t in zip(self.configs, self.terms, strict=True):
-            value = t(ctx, **c.options)
+        for c, t, v in zip(self.configs, self.terms, values, strict=True):
+            value = float(v.result()) if isinstance(v, Future) else v
             raw[c.key] = value
             terms[c.key] = c.weight * value
             by_span[self.span_of(c, t)] += c.weight * value
         return RewardResult(sum(terms.values()), terms, raw, by_span)
+
+
+def when_all(futures: Sequence[Future], combine: Callable[[], Any]) -> Future:
+    """A Future of `combine()`, run once every one of `futures` is done (at once if none)."""
+    out: Future = Future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def finish(_: Future | None = None) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] > 0:
+                return
+        try:
+            out.set_result(combine())
+        except BaseException as exc:  # a failed term fails the reward, not the caller
+            out.set_exception(exc)
+
+    if not futures:
+        left[0] = 1
+        finish()
+    for f in futures:
+        f.add_done_callback(finish)
+    return out

@@ -1,6 +1,7 @@
 """The reward-term registry: named callables that score one reply.
 
-A term is ``fn(ctx: RewardContext, **options) -> float``. Register it with
+A term is ``fn(ctx: RewardContext, **options) -> float``; a term computed off the
+calling thread may return a ``concurrent.futures.Future`` of its float. Register it with
 ``@reward_term("name", span="code")`` or expose it through the entry-point group
 ``actorlearner.reward_terms`` (``name = "pkg.module:function"``) so that installing a
 package is enough. `span` says where a trainer places the value by default: at the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal, cast
@@ -48,7 +50,7 @@ class RewardContext:
     previous_verdict: Verdict | None = None
 
 
-TermFn = Callable[..., float]
+TermFn = Callable[..., "float | Future[float]"]
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,22 @@ class RewardTerm:
     doc: str = ""
 
     def __call__(self, ctx: RewardContext, **options: Any) -> float:
-        return float(self.fn(ctx, **options))
+        value = self.start(ctx, **options)
+        return float(value.result() if isinstance(value, Future) else value)
+
+    def start(self, ctx: RewardContext, **options: Any) -> float | Future[float]:
+        """The raw value, or a Future of it for a term computed elsewhere (the reward
+        worker): a composite reward starts every term of a reply before waiting on any."""
+        value = self.fn(ctx, **options)
+        return value if isinstance(value, Future) else float(value)
 
 
 _TERMS: dict[str, RewardTerm] = {}
 
 
 def reward_term(name: str, span: Span = "turn") -> Callable[[TermFn], TermFn]:
-    """Register `fn(ctx, **options) -> float` under `name`, placed on `span` by default."""
+    """Register `fn(ctx, **options) -> float` (or a `concurrent.futures.Future` of one) under
+    `name`, placed on `span` by default."""
     if span not in SPANS:
         raise ValueError(f"reward term {name!r}: span must be one of {SPANS}, got {span!r}")
 

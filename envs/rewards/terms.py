@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from envs.rewards.registry import RewardContext, reward_term
 
 
@@ -50,10 +52,11 @@ def codebleu(
     ctx: RewardContext,
     weights: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
     worker: bool = True,
-) -> float:
+) -> float | Future[float]:
     """CodeBLEU (the `codebleu` package, lang python) of the reply's code, max over the
     verified reference fixes; 0 without code or references. `worker`: compute it in the
-    process's reward worker (envs/rewards/worker.py), off the generation path."""
+    process's reward worker (envs/rewards/worker.py), off the generation path (the term
+    then returns a Future)."""
     from envs.rewards.codebleu import max_codebleu
 
     if not ctx.reply.has_code or not ctx.references.codes:
@@ -65,7 +68,7 @@ def codebleu(
 @reward_term("explanation_similarity", span="explanation")
 def explanation_similarity(
     ctx: RewardContext, model: str = "default", worker: bool = True
-) -> float:
+) -> float | Future[float]:
     """Cosine similarity of sentence embeddings between the reply's explanation and the
     reference explanations, max over them; 0 without explanation or references.
     `model`: "default" (all-MiniLM-L6-v2, bundled offline), a local path or a hub name
@@ -79,7 +82,7 @@ def explanation_similarity(
     return _in_worker("cosine", *args) if worker else max_cosine(*args)
 
 
-def _in_worker(kind: str, *args: object) -> float:
+def _in_worker(kind: str, *args: object) -> Future[float]:
     from envs.rewards.worker import reward_worker
 
-    return reward_worker().score(kind, *args)
+    return reward_worker().submit(kind, *args)

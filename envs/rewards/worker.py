@@ -61,7 +61,8 @@ def serve(inbox: Connection, outbox: Connection) -> None:
 
 
 class RewardWorker:
-    """Client side: `score(kind, *args)` blocks the calling env thread, not the process.
+    """Client side: `submit(kind, *args)` returns a Future at once; `score` waits for it
+    (blocking the calling env thread, not the process).
 
     The worker is a fresh interpreter (`python -m envs.rewards.worker`), not a fork of
     a process that runs torch threads, and it never re-imports the client's main module.
@@ -70,6 +71,7 @@ class RewardWorker:
     def __init__(self) -> None:
         self._requests: queue.Queue[tuple[Request, Future]] = queue.Queue()
         self.batches = 0  # batches sent, for tests and benchmarks
+        self._closing = False
         self._start()
         threading.Thread(target=self._dispatch, daemon=True, name="reward-worker").start()
 
@@ -87,10 +89,13 @@ class RewardWorker:
         self._send = Connection(req_w, readable=False)
         self._recv = Connection(res_r, writable=False)
 
-    def score(self, kind: str, *args: Any) -> float:
+    def submit(self, kind: str, *args: Any) -> Future[float]:
         future: Future = Future()
         self._requests.put(((kind, args), future))
-        return future.result()
+        return future
+
+    def score(self, kind: str, *args: Any) -> float:
+        return self.submit(kind, *args).result()
 
     def _dispatch(self) -> None:
         while True:
@@ -106,10 +111,13 @@ class RewardWorker:
         try:
             self._send.send(requests)
             status, payload = self._recv.recv()
-        except (EOFError, OSError) as exc:  # the worker died (e.g. out of memory): start anew
-            self.close()
-            self._start()
-            status, payload = "error", RuntimeError(f"reward worker died: {exc!r}")
+        except (EOFError, OSError, TypeError) as exc:  # TypeError: a pipe closed under recv
+            if self._closing:
+                status, payload = "error", RuntimeError("the reward worker was closed")
+            else:  # the worker died (e.g. out of memory): start anew
+                self._stop()
+                self._start()
+                status, payload = "error", RuntimeError(f"reward worker died: {exc!r}")
         if status == "ok":
             self.batches += 1
             for f, r in zip(futures, payload, strict=True):
@@ -119,6 +127,10 @@ class RewardWorker:
                 f.set_exception(payload)
 
     def close(self) -> None:
+        self._closing = True
+        self._stop()
+
+    def _stop(self) -> None:
         self._send.close()
         self._recv.close()
         try:

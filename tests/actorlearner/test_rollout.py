@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import Future
 
 import gymnasium
 import pytest
@@ -18,6 +20,7 @@ from actorlearner.engines.hf import HFEngine
 from actorlearner.rollout.episode import EpisodeBuilder, ReplyText
 from actorlearner.rollout.runner import EpisodeRunner
 from envs.problem import Problem
+from envs.rewards import RewardContext, reward_term
 from envs.templates import format_reply
 from sandbox.types import TestCase as Case
 
@@ -184,6 +187,40 @@ def test_runner_trajectories_are_exact(engine):
             assert traj.rewards == pytest.approx(want)
             assert traj.total_reward == pytest.approx(sum(s[1][1] for s in ep["steps"]))
             assert traj.task_id == ep["info"]["task_id"]
+
+
+@reward_term("explanation_length_later", span="explanation")
+def explanation_length_later(ctx: RewardContext) -> Future:
+    """A slow term (its value comes from a timer thread), different for every reply."""
+    out: Future = Future()
+    value = (len(ctx.reply.explanation) % 7) / 10 + ctx.turn
+    threading.Timer(0.02, out.set_result, [value]).start()
+    return out
+
+
+def test_deferred_rewards_land_on_the_tokens_waiting_would_put_them_on(engine):
+    """Slow terms do not hold a slot, and each reply's rewards still land on its own tokens."""
+    rewards = [*REWARDS, {"name": "explanation_length_later", "weight": 3.0}]
+    sampling = SamplingParams(max_new_tokens=24, temperature=0.0)
+    out = {}
+    for defer in (True, False):
+        recorders = [
+            Recorder(gymnasium.make("CodeRefine-v0", problems=problems(), rewards=rewards))
+            for _ in range(3)
+        ]
+        runner = EpisodeRunner(engine, engine.tokenizer, recorders, seed=0, defer_rewards=defer)
+        trajs = runner.run(6, sampling)
+        runner.close()
+        infos = [out[-1] for r in recorders for ep in r.episodes for _, out in ep["steps"]]
+        assert all(("pending_reward" in info) is defer for info in infos)
+        out[defer] = sorted((t.token_ids, t.rewards, t.reward_terms) for t in trajs)
+    assert max(len(t.turn_ends) for t in trajs) >= 2  # several replies per episode
+    assert len(out[True]) == len(out[False]) == 6
+    for (ids, rewards_d, terms_d), (ids_w, rewards_w, terms_w) in zip(
+        out[True], out[False], strict=True
+    ):
+        assert ids == ids_w and rewards_d == pytest.approx(rewards_w)
+        assert terms_d == pytest.approx(terms_w) and "explanation_length_later" in terms_d
 
 
 def test_reward_positions_on_replies_with_explanation_and_code(engine):

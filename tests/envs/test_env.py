@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import Future
 
 import gymnasium as gym
 import pytest
@@ -136,6 +138,50 @@ def test_custom_reward_term_in_the_env():
     _, reward, _, _, info = env.step(fix_reply(env.unwrapped, info["task_id"]))
     assert info["reward_terms"] == {"pass_rate": 1.0, "explains_before_code": 1.0}
     assert info["rewards_by_span"]["explanation"] == 1.0 and reward == 2.0
+
+
+GATES: list[Future] = []  # the pending values of the `gated` term, in call order
+
+
+@reward_term("gated", span="explanation")
+def gated(ctx: RewardContext, after_s: float | None = None) -> Future:
+    """A term computed elsewhere: its value arrives when the test sets it (or, with
+    `after_s`, 0.25 from a timer thread after that many seconds)."""
+    GATES.append(Future())
+    if after_s is not None:
+        threading.Timer(after_s, GATES[-1].set_result, [0.25]).start()
+    return GATES[-1]
+
+
+def test_deferred_rewards_return_before_slow_terms_and_add_up_the_same():
+    terms = ["pass_rate", {"name": "gated", "weight": 2.0}, "format"]
+    deferred = make(rewards=terms, defer_rewards=True)
+    terms[1] = {"name": "gated", "weight": 2.0, "options": {"after_s": 0.05}}
+    waiting = make(rewards=terms)
+    _, info = deferred.reset(seed=3)
+    reply = fix_reply(deferred, info["task_id"])
+    obs, known, terminated, _, info = deferred.step(reply)  # returns with `gated` unset
+    pending = info["pending_reward"]
+    assert not pending.done() and terminated and "reward_terms" not in info
+    assert known == pytest.approx(1.0)  # pass_rate 1 + format 0: what is known so far
+    GATES[-1].set_result(0.25)
+    parts = pending.result(timeout=5)
+    assert parts["reward"] == pytest.approx(1.5) and parts["reward_terms"]["gated"] == 0.5
+    assert parts["rewards_by_span"]["explanation"] == pytest.approx(0.5)
+
+    _, info = waiting.reset(seed=3)
+    _, reward, _, _, info = waiting.step(reply)  # without defer_rewards: waits for `gated`
+    assert "pending_reward" not in info and reward == pytest.approx(parts["reward"])
+    assert info["reward_terms"] == parts["reward_terms"]
+
+
+def test_a_failed_deferred_term_fails_its_pending_reward():
+    env = make(rewards=["pass_rate", "gated"], defer_rewards=True)
+    _, info = env.reset(seed=1)
+    _, _, _, _, info = env.step(fix_reply(env, info["task_id"]))
+    GATES[-1].set_exception(RuntimeError("reward worker died"))
+    with pytest.raises(RuntimeError, match="reward worker died"):
+        info["pending_reward"].result(timeout=5)
 
 
 def test_seeding_reproduces_episodes():
