@@ -8,8 +8,13 @@ that computes them inline in env.step instead of in the reward worker process.
 Every path is timed `--reps` times, interleaved, and the best and median are printed:
 on a shared machine single timings are noisy.
 
-    python scripts/bench_rollout.py                      # tiny random model built on the fly
+    python scripts/bench_rollout.py                      # the shipped base model (CPU policy)
+    python scripts/bench_rollout.py --model tiny         # a 64-wide random model, built here
     python scripts/bench_rollout.py --model PATH --batch 16 --max-new-tokens 128
+
+The ratio depends on how the policy's cost per token compares with the rewards' cost
+per reply: the shipped base model is the policy the CPU pipeline trains; the random
+`tiny` model generates ~8x faster, so reward work weighs ~8x more against it.
 """
 
 from __future__ import annotations
@@ -123,7 +128,9 @@ def start_ray() -> None:
 
 @app.command()
 def main(
-    model: str = typer.Option("", help="model directory; default: a tiny random model"),
+    model: str = typer.Option(
+        "base", help="model directory, 'base' (the shipped base model) or 'tiny' (random)"
+    ),
     problems: str = typer.Option("synthetic:train", help="problem spec for CodeRefine-v0"),
     batch: int = typer.Option(8, help="envs per actor = the generate batch size"),
     rounds: int = typer.Option(3, help="batches of episodes per timing"),
@@ -140,7 +147,11 @@ def main(
     from actorlearner.models import load_model
 
     torch.set_num_threads(1)
-    if not model:
+    if model == "base":
+        from actorlearner.base_model import BASE_MODEL_DIR
+
+        model = str(BASE_MODEL_DIR)
+    elif model == "tiny":
         from actorlearner.tiny import build_tiny_model
 
         model = str(build_tiny_model(tempfile.mkdtemp(prefix="bench_model_")))
