@@ -30,7 +30,7 @@ from actorlearner.learner.config import (
     PPOConfig,
     SFTConfig,
 )
-from actorlearner.rollout.config import ENGINES, RolloutSettings
+from actorlearner.rollout.config import ENGINES, WEIGHT_SYNC, RolloutSettings
 from actorlearner.teacher import TeacherConfig
 
 T = TypeVar("T")
@@ -134,6 +134,7 @@ class RunConfig:
 STAGES = ("collect", "sft", "train", "evaluate")
 _CHOICES = {
     "rollout.engine": ENGINES,
+    "rollout.weight_sync": WEIGHT_SYNC,
     "train.mode": ("sync", "async"),
     "train.advantage": ("gae", "group"),
     "train.off_policy": ("none", "decoupled", "tis"),

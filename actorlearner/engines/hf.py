@@ -170,6 +170,24 @@ class HFEngine:
             self._load_full(state)
         self.version = int(version)
 
+    @torch.no_grad()
+    def load_bucket(self, named: list[tuple[str, torch.Tensor]]) -> None:
+        """Copy one bucket of a collective push (full weights, transformers names) in place;
+        the version changes once the whole push has arrived (`version` is set by the actor)."""
+        self._load_full({_strip(k): v for k, v in named if not k.startswith(_IGNORED_PREFIXES)})
+
+    def fingerprint(self) -> str:
+        """A digest of every weight's bytes: equal digests mean bit-equal weights."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(_base(self.model).state_dict().items()):
+            digest.update(name.encode())
+            digest.update(
+                tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
+        return digest.hexdigest()
+
     def _load_lora(self, state: dict[str, Any]) -> None:
         if not self.is_lora:
             raise ValueError(

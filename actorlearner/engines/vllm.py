@@ -10,6 +10,17 @@ sends vLLM only IPC handles (pickled, as vLLM's HTTP client does), and frees the
 before the next. Tensors never travel inside an RPC argument: vLLM's engine core runs in
 a child process, and its msgpack decoder does not rebuild tensors from RPC arguments.
 
+Weights from a learner on other GPUs (`rollout.weight_sync: collective`): the engine is
+built with vLLM's NCCL weight-transfer backend; learner rank 0 joins vLLM's NCCL group
+as its rank 0 (`NCCLWeightTransferEngine.trainer_init`) and the engine's workers as the
+next ranks (`init_weight_transfer_engine`, `rank_offset`). A push is one weight-update
+session (`start_weight_update`, then `update_weights` with NCCL update info once per
+bucket, packed, while rank 0 broadcasts that bucket with `trainer_send_weights`, then
+`finish_weight_update`), as in vLLM's `examples/rl/rlhf_nccl.py`. The bucket metadata
+reaches the actor through the weight group (`actorlearner.rollout.collective`). Never ran
+here (no GPU, vLLM not installed): written against vLLM's `nccl_engine.py` and its RL
+example as read from its sources; the 0.33.0 wheel's exact signatures were not checked.
+
 Logprobs: vLLM is asked for `logprobs_mode="processed_logprobs"`, i.e. log_softmax of
 the logits after temperature (greedy: the raw logits). That is our contract when no
 top-k/top-p truncation is applied; with truncation vLLM renormalises over the kept
@@ -84,6 +95,53 @@ def ipc_update_info(named: list[tuple[str, Any]], gpu_uuid: str) -> dict[str, An
     }
 
 
+def nccl_update_info(metas: list[Any], bucket_bytes: int) -> dict[str, Any]:
+    """vLLM's NCCL `update_info` for one bucket, packed into one buffer of the bucket's size
+    (the trainer side packs it with the same size, so both cut it the same way)."""
+    return {
+        "names": [m.name for m in metas],
+        "dtype_names": [m.dtype for m in metas],
+        "shapes": [list(m.shape) for m in metas],
+        "packed": True,
+        "packed_buffer_size_bytes": bucket_bytes,
+        "packed_num_buffers": 1,
+    }
+
+
+def _bucket_bytes(metas: list[Any]) -> int:
+    import torch
+
+    return max(1, sum(m.numel * torch.empty(0, dtype=m.torch_dtype).element_size() for m in metas))
+
+
+def trainer_group(spec: Any) -> Any:
+    """Learner rank 0's end of vLLM's NCCL weight-transfer group (rank 0 of
+    1 + actors x workers). Needs vLLM on the learner's machine (the gpu extra)."""
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+    world = 1 + (spec.world_size - 1) * spec.vllm_workers
+    return NCCLWeightTransferEngine.trainer_init(
+        {"master_address": spec.address, "master_port": spec.vllm_port, "world_size": world}
+    )
+
+
+def send_bucket(group: Any, metas: list[Any], flat: Any) -> None:
+    """Broadcast one bucket to every engine's workers (they run `update_weights` meanwhile)."""
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+    from actorlearner.rollout.collective import unpack
+
+    NCCLWeightTransferEngine.trainer_send_weights(
+        iter(unpack(metas, flat)),
+        {
+            "group": group,
+            "packed": True,
+            "packed_buffer_size_bytes": _bucket_bytes(metas),
+            "packed_num_buffers": 1,
+        },
+    )
+
+
 class VLLMEngine:
     """The `Engine` interface over `vllm.LLM` (one GPU: the rollout actor's)."""
 
@@ -97,8 +155,13 @@ class VLLMEngine:
         seed: int = 0,
         version: int = 0,
         bucket_mb: float = 512.0,
+        weight_transfer: str = "ipc",
         **llm_kwargs: Any,
     ):
+        """`weight_transfer`: "ipc" (weights arrive in this actor, see `load_weights`) or
+        "nccl" (from learner rank 0 on another GPU, see `receive_bucket`)."""
+        if weight_transfer not in ("ipc", "nccl"):
+            raise ValueError(f"weight_transfer must be 'ipc' or 'nccl', got {weight_transfer!r}")
         try:
             import vllm
             from vllm.config import WeightTransferConfig
@@ -118,10 +181,12 @@ class VLLMEngine:
             enable_prefix_caching=enable_prefix_caching,
             seed=seed,
             logprobs_mode="processed_logprobs",
-            weight_transfer_config=WeightTransferConfig(backend="ipc"),
+            weight_transfer_config=WeightTransferConfig(backend=weight_transfer),
             **llm_kwargs,
         )
-        self.llm.init_weight_transfer_engine({"init_info": {}})
+        if weight_transfer == "ipc":
+            self.llm.init_weight_transfer_engine({"init_info": {}})
+        self.weight_transfer = weight_transfer
         self.tokenizer = load_tokenizer(path)
         self.version = version
         self.seed = seed
@@ -177,6 +242,11 @@ class VLLMEngine:
         through vLLM's weight-update session (CUDA IPC to the engine core on this GPU)."""
         import torch
 
+        if self.weight_transfer != "ipc":
+            raise RuntimeError(
+                "this vLLM engine takes weights over NCCL from the learner; build it with "
+                "weight_transfer='ipc' to load a state from the object store"
+            )
         state = engine_state(state_dict)
         device = torch.device("cuda", torch.cuda.current_device())
         uuid = str(torch.cuda.get_device_properties(device).uuid)
@@ -185,6 +255,35 @@ class VLLMEngine:
             named = [(k, torch.as_tensor(state[k]).to(device).contiguous()) for k in keys]
             self.llm.update_weights({"update_info": ipc_update_info(named, uuid)})
             del named  # the engine core has copied them into its own weights
+        self.llm.finish_weight_update()
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.version = int(version)
+
+    # ------------------------------------------------ NCCL from learner rank 0 (collective)
+    def init_weight_transfer(self, spec: Any, rank: int) -> None:
+        """Join vLLM's NCCL group: this engine's workers are ranks after learner rank 0 and
+        the engines of actors before this one (`rank`: this actor's rank in the weight group)."""
+        world = 1 + (spec.world_size - 1) * spec.vllm_workers
+        self.llm.init_weight_transfer_engine(
+            {
+                "init_info": {
+                    "master_address": spec.address,
+                    "master_port": spec.vllm_port,
+                    "rank_offset": 1 + (rank - 1) * spec.vllm_workers,
+                    "world_size": world,
+                }
+            }
+        )
+
+    def begin_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def receive_bucket(self, metas: list[Any]) -> None:
+        """One bucket over NCCL, received and loaded by vLLM's workers while learner rank 0
+        broadcasts it (`send_bucket`)."""
+        self.llm.update_weights({"update_info": nccl_update_info(metas, _bucket_bytes(metas))})
+
+    def finish_update(self, version: int) -> None:
         self.llm.finish_weight_update()
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         self.version = int(version)

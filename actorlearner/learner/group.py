@@ -27,6 +27,8 @@ class LearnerWorker:
         torch.set_num_threads(num_threads)
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.learner: Any = None  # a DeepSpeedLearner once set up
+        self.weight_group: Any = None  # rank 0 in a collective weight push (rollout/collective.py)
+        self.vllm_group: Any = None  # rank 0 of vLLM's NCCL group, for vLLM engines
 
     def address(self) -> tuple[str, int]:
         from actorlearner.learner.distributed import free_port
@@ -55,6 +57,45 @@ class LearnerWorker:
             "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
             "local_rank": os.environ["LOCAL_RANK"],
         }
+
+    def weight_device(self) -> str:
+        return self.learner.backend.device.type
+
+    def join_weight_group(self, spec: Any) -> None:
+        """Rank 0: join a new weight group (and vLLM's NCCL group when `spec` names one)."""
+        from actorlearner.rollout.collective import WeightGroup
+
+        if self.weight_group is not None:
+            self.weight_group.close()
+        self.weight_group, self.vllm_group = WeightGroup(spec, 0), None
+        if spec.vllm_port:
+            from actorlearner.engines.vllm import trainer_group
+
+            self.vllm_group = trainer_group(spec)
+
+    def push_weights(self, bucket_bytes: int) -> dict[str, float]:
+        """Every rank drains the export (collective under ZeRO-3); rank 0 broadcasts it in
+        buckets to the weight group. Returns rank 0's counts (no tensors)."""
+        from actorlearner.learner.export import iter_weights
+        from actorlearner.rollout.collective import send_weights
+
+        backend = self.learner.backend
+        named = iter_weights(backend.policy, getattr(backend, "zero3", False))
+        try:
+            if self.rank != 0:
+                return {}
+            if self.weight_group is None:
+                raise RuntimeError("learner rank 0 is in no weight group: join_weight_group first")
+            data = None
+            if self.vllm_group is not None:
+                from actorlearner.engines.vllm import send_bucket
+
+                group = self.vllm_group
+                data = lambda metas, flat: send_bucket(group, metas, flat)  # noqa: E731
+            return send_weights(self.weight_group, named, bucket_bytes, self.learner.version, data)
+        finally:
+            for _ in named:  # the other ranks gather until the end, so rank 0 does too
+                pass
 
     def greedy(self, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:
         from actorlearner.learner.policy import greedy_continuation
@@ -125,6 +166,20 @@ class LearnerGroup:
 
     def state_dict_for_actors(self):
         return self._all("state_dict_for_actors")
+
+    # ----------------------------------------------- collective weight push (rank 0 sends)
+    def weight_endpoint(self) -> tuple[str, int, str]:
+        """(address, free port, device type) of rank 0, where a weight group meets."""
+        w = self.workers[0]
+        (address, port), device = ray.get([w.address.remote(), w.weight_device.remote()])
+        return address, port, device
+
+    def join_weight_group(self, spec: Any) -> ray.ObjectRef:
+        return self.workers[0].join_weight_group.remote(spec)
+
+    def push_weights(self, bucket_bytes: int) -> list[ray.ObjectRef]:
+        """Start a push on every rank; the refs resolve to small counts, never tensors."""
+        return [w.push_weights.remote(bucket_bytes) for w in self.workers]
 
     def should_checkpoint(self) -> bool:
         return self._all("should_checkpoint")

@@ -205,7 +205,7 @@ def ppo_loop(
         stats.probe_tasks = {int(v): m for v, m in extra.get("probe_tasks", {}).items()}
         log.info("resumed PPO at iteration %d (policy version %d)", start_it, learner.version)
     t = time.perf_counter()
-    rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
+    rollouts.push_weights(learner)
     logger.log({"time/weight_sync_s": time.perf_counter() - t}, start_it)
     pool = ThreadPoolExecutor(1, thread_name_prefix="rollout")
     stop = StopFlag()
@@ -256,7 +256,7 @@ def ppo_loop(
             dropped -= len(batch)
             metrics = learner.ppo_step(batch)  # -> version v + 1
             learn_s = time.perf_counter() - t0
-            weights = ray.put(learner.state_dict_for_actors())
+            weights = rollouts.stage_weights(learner)  # None when pushed collectively
             if board is not None:  # running episodes take it at their next turn
                 board.publish.remote(learner.version, [weights])
             next_batch, next_rollout_s = [], 0.0
@@ -269,7 +269,7 @@ def ppo_loop(
                 or board is not None
                 or push_due(mode, rollouts.version, learner.version, max_staleness)
             ):  # the last one too: the final policy is probed
-                rollouts.update_weights(weights, learner.version)
+                rollouts.push_weights(learner, weights)
             sync_s = time.perf_counter() - t0
             if mode == "sync" and not last:
                 next_batch, next_rollout_s = timed_rollout()

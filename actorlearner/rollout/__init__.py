@@ -15,7 +15,6 @@ _EXPORTS = {
     "EpisodeRunner": "actorlearner.rollout.runner",
     "RolloutWorker": "actorlearner.rollout.actor",
     "RolloutGroup": "actorlearner.rollout.group",
-    "policy_state": "actorlearner.rollout.weight_sync",
 }
 
 __all__ = sorted(_EXPORTS)

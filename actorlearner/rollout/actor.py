@@ -55,6 +55,7 @@ class RolloutWorker:
             max_context_tokens=cfg.max_context_tokens,
             group_size=cfg.group_size,
         )
+        self._weight_group: Any = None  # collective pushes (rollout/collective.py)
         self._board: Any = None  # the run's WeightBoard, found on first use
         self._between_turns = False  # take published weights at turn boundaries (this call)
         if cfg.weights_between_turns:
@@ -89,6 +90,46 @@ class RolloutWorker:
         if version != self.engine.version or not self.cfg.weights_between_turns:
             self.engine.load_weights(state, version)
         return self.engine.version
+
+    # ---------------------------------------------------- collective weight pushes
+    def weight_device(self) -> str:
+        """Where pushed buckets land: the engine's device type (vLLM: always cuda)."""
+        device = getattr(self.engine, "device", None)
+        return device.type if device is not None else "cuda"
+
+    def weight_group_generation(self) -> int:
+        """The weight group this process is in (-1: none, e.g. after a restart)."""
+        return self._weight_group.spec.generation if self._weight_group is not None else -1
+
+    def join_weight_group(self, spec: Any, rank: int) -> None:
+        from actorlearner.rollout.collective import WeightGroup
+
+        if self._weight_group is not None:
+            self._weight_group.close()
+        self._weight_group = WeightGroup(spec, rank)
+        if spec.vllm_port:
+            self.engine.init_weight_transfer(spec, rank)  # type: ignore[attr-defined]
+
+    def receive_weights(self) -> int:
+        """Take part in a push from learner rank 0: load each bucket as it arrives, then
+        hold the version it was sent as. Returns that version."""
+        from actorlearner.rollout.collective import receive_weights
+
+        if self._weight_group is None:
+            raise RuntimeError(f"actor {self.index} is in no weight group (restarted?)")
+        engine: Any = self.engine
+        if self._weight_group.spec.vllm_port:  # vLLM's workers receive the bytes themselves
+            engine.begin_update()
+            version = receive_weights(self._weight_group, None, engine.receive_bucket)
+            engine.finish_update(version)
+        else:
+            version = receive_weights(self._weight_group, engine.load_bucket)
+            engine.version = version
+        return version
+
+    def weights_fingerprint(self) -> str:
+        """A digest of the engine's weights (HF engine): equal means bit-equal."""
+        return self.engine.fingerprint()  # type: ignore[attr-defined]
 
     def _take_published_weights(self) -> None:
         """At a turn boundary: load the newest published weights, if newer than ours."""

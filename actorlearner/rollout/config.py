@@ -10,6 +10,7 @@ from typing import Any
 from actorlearner.engines.base import SamplingParams
 
 ENGINES = ("hf", "vllm")
+WEIGHT_SYNC = ("auto", "object_store", "collective")  # see actorlearner.rollout.weight_sync
 
 
 @dataclass
@@ -41,6 +42,11 @@ class RolloutSettings:
     # take weights the learner publishes while an episode runs, at its next turn boundary
     # (async mode; each token keeps the version that sampled it)
     weights_between_turns: bool = False
+    # how new weights reach the actors: object_store, collective (learner rank 0 broadcasts
+    # buckets: gloo, or NCCL between GPUs), or auto (collective when actors have GPUs of
+    # their own and take no weights between turns)
+    weight_sync: str = "auto"
+    weight_bucket_mb: float = 256.0  # size of one broadcast bucket in collective pushes
 
     @property
     def sampling(self) -> SamplingParams:
@@ -82,5 +88,10 @@ class RolloutConfig(RolloutSettings):
                 raise ValueError(f"RolloutConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.engine not in ENGINES:
             raise ValueError(f"RolloutConfig.engine must be 'hf' or 'vllm', got {self.engine!r}")
+        from actorlearner.rollout.weight_sync import check_mode
+
+        check_mode(self.weight_sync, self.weights_between_turns)
+        if self.weight_bucket_mb <= 0:
+            raise ValueError(f"rollout.weight_bucket_mb must be > 0, got {self.weight_bucket_mb}")
         if self.num_gpus_per_actor > 0 and self.engine == "hf":
             self.engine_kwargs.setdefault("device", "cuda")

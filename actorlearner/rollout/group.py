@@ -6,6 +6,12 @@ back in the queue. Ray restarts the actor (`max_restarts`); the group then "prob
 it by re-sending the current weights, and only gives it work once that succeeds. An
 actor that stays dead (restarts used up, or not back within `restart_timeout_s`) is
 replaced by a new one.
+
+Weights reach the actors one of two ways (`rollout.weight_sync`, see
+`actorlearner.rollout.weight_sync`): through the object store, or broadcast by learner
+rank 0 to a weight group. In the collective mode a probe only waits for the actor to
+answer; the actor then stays out of work until a push (the next regular one, or at
+once when no other actor is left) rebuilds the group with it and sends it the weights.
 """
 
 from __future__ import annotations
@@ -24,19 +30,21 @@ from actorlearner.engines.base import SamplingParams
 from actorlearner.placement import vllm_memory_fraction
 from actorlearner.rollout.actor import RolloutWorker
 from actorlearner.rollout.config import RolloutConfig
+from actorlearner.rollout.weight_sync import CollectiveSync, resolve_mode
 from actorlearner.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
 
-def actor_config(cfg: RolloutConfig, index: int) -> RolloutConfig:
+def actor_config(cfg: RolloutConfig, index: int, sync_mode: str = "object_store") -> RolloutConfig:
     """Actor `index`'s config: its engine's own sampling seed (seeded calls differ between
     actors) and, for vLLM, the memory fraction of its GPU share (a colocated learner rank
-    holds the rest)."""
+    holds the rest) and its weight-transfer backend (NCCL for collective pushes)."""
     kwargs = dict(cfg.engine_kwargs)
     kwargs.setdefault("seed", cfg.seed + 100_003 * index)
     if cfg.engine == "vllm":
         kwargs.setdefault("gpu_memory_utilization", vllm_memory_fraction(cfg.num_gpus_per_actor))
+        kwargs.setdefault("weight_transfer", "nccl" if sync_mode == "collective" else "ipc")
     return dataclasses.replace(cfg, engine_kwargs=kwargs)
 
 
@@ -65,11 +73,22 @@ class RolloutGroup:
             raise RuntimeError("call ray.init(...) before creating a RolloutGroup")
         self.cfg = cfg
         self.placement = placement
+        layout = placement.layout if placement is not None else None
+        self.sync_mode = resolve_mode(cfg.weight_sync, layout, cfg.weights_between_turns)
+        self._collective: CollectiveSync | None = None
+        if self.sync_mode == "collective":
+            workers = (
+                int(cfg.engine_kwargs.get("tensor_parallel_size", 1)) if cfg.engine == "vllm" else 0
+            )
+            self._collective = CollectiveSync(cfg.weight_bucket_mb, cfg.call_timeout_s, workers)
+        self._learner: Any = None  # the learner of the last collective push
+        self._stale: set[int] = set()  # alive, but waiting for a push (collective mode)
         self._cls = ray.remote(RolloutWorker)
         self.actors = [self._spawn(i) for i in range(cfg.num_actors)]
         self.version = 0
         self._weights: ray.ObjectRef | None = None
         self._probes: dict[ray.ObjectRef, _Probe] = {}  # actors on their way back
+        self._failed_pushes = 0  # collective pushes in a row that reached no actor
         self.stats = {"actor_failures": 0, "chunk_retries": 0, "replaced_actors": 0}
 
     def _spawn(self, index: int) -> Any:
@@ -81,24 +100,69 @@ class RolloutGroup:
             max_task_retries=0,  # the group retries chunks itself, with fresh weights
             # without a placement group, spread the actors (and their sandboxes) over the nodes
             scheduling_strategy=strategy or "SPREAD",
-        ).remote(actor_config(self.cfg, index), index)
+        ).remote(actor_config(self.cfg, index, self.sync_mode), index)
 
     @property
     def recovering(self) -> set[int]:
-        return {p.actor for p in self._probes.values()}
+        return {p.actor for p in self._probes.values()} | self._stale
 
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict]:
         """Block until every actor is up with the current weights; return their info."""
         deadline = time.monotonic() + timeout_s
-        while self._probes:
+        while self._probes or self._stale:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"actors {sorted(self.recovering)} not back in {timeout_s} s")
+            if not self._probes:
+                self._push_collective()
+                continue
             done, _ = ray.wait(list(self._probes), num_returns=1, timeout=self.cfg.poll_s)
             for ref in done:
                 self._probe_done(ref, deque())
         return self.info(timeout_s=max(1.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ weights
+    def stage_weights(self, learner: Any) -> ray.ObjectRef | None:
+        """The learner's weights in the object store (object_store mode); None in the
+        collective mode, where `push_weights` sends them straight from learner rank 0."""
+        if self.sync_mode == "collective":
+            return None
+        return ray.put(learner.state_dict_for_actors())
+
+    def push_weights(self, learner: Any, staged: ray.ObjectRef | None = None) -> None:
+        """Every actor gets the learner's current weights, the way `rollout.weight_sync`
+        says; `staged`: what `stage_weights` returned for this version, if called."""
+        version = learner.version
+        if self.sync_mode != "collective":
+            self.update_weights(
+                staged if staged is not None else learner.state_dict_for_actors(), version
+            )
+            return
+        self._learner, self.version = learner, int(version)
+        self._stale |= {i for i in range(len(self.actors)) if i not in self._probing}
+        self._push_collective()
+
+    @property
+    def _probing(self) -> set[int]:
+        return {p.actor for p in self._probes.values()}
+
+    def _push_collective(self) -> None:
+        """One collective push to every actor not restarting; those it misses are probed."""
+        assert self._collective is not None and self._learner is not None
+        members = sorted(self._stale)
+        failed = self._collective.push(self._learner, self.actors, members)
+        self._stale.clear()
+        for i in failed:
+            self._start_probe(i)
+        if failed and len(failed) == len(members):
+            self._failed_pushes += 1
+            if self._failed_pushes > self.cfg.max_chunk_retries:
+                raise RuntimeError(
+                    f"{self._failed_pushes} weight pushes in a row reached no actor; check the "
+                    "learner and actor logs (ports, NCCL, memory)"
+                )
+        else:
+            self._failed_pushes = 0
+
     def update_weights(self, state: dict[str, Any] | ray.ObjectRef, version: int) -> None:
         """Put the state in the object store once; every actor loads it as `version`."""
         ref = state if isinstance(state, ray.ObjectRef) else ray.put(state)
@@ -137,6 +201,10 @@ class RolloutGroup:
                 ref = self.actors[i].rollout.remote(n, sampling, self.version, offset)
                 deadline = time.monotonic() + self.cfg.call_timeout_s
                 pending[ref] = _Call(i, n, attempts, deadline, offset)
+            if not pending and not idle and not self._probes and self._stale:
+                self._push_collective()  # the actors left wait for weights: send them now
+                idle.extend(i for i in range(len(self.actors)) if i not in self.recovering)
+                continue
             if not pending and not self._probes:
                 raise RuntimeError("no rollout actor is left to run the remaining episodes")
             done, _ = ray.wait([*pending, *self._probes], num_returns=1, timeout=self.cfg.poll_s)
@@ -175,9 +243,10 @@ class RolloutGroup:
     # ------------------------------------------------------------------ recovery
     def _start_probe(self, i: int, deadline: float | None = None) -> None:
         """Re-send the current weights to actor `i` (a restarted actor starts from the initial
-        weights); the actor gets work again once this call succeeds."""
+        weights); the actor gets work again once this call succeeds. Collective mode: only
+        wait for it to answer (it then waits for a push)."""
         actor = self.actors[i]
-        if self._weights is not None:
+        if self._weights is not None and self._collective is None:
             ref = actor.update_weights.remote(self._weights, self.version)
         else:
             ref = actor.info.remote()
@@ -189,7 +258,9 @@ class RolloutGroup:
         probe = self._probes.pop(ref)
         try:
             ray.get(ref)
-            if probe.version != self.version:  # weights moved on while it was restarting
+            if self._collective is not None and self._learner is not None:
+                self._stale.add(probe.actor)  # back, with old weights: the next push sends them
+            elif probe.version != self.version:  # weights moved on while it was restarting
                 self._start_probe(probe.actor, probe.deadline)
             else:
                 idle.append(probe.actor)
@@ -226,3 +297,4 @@ class RolloutGroup:
             ray.kill(a, no_restart=True)
         self.actors = []
         self._probes.clear()
+        self._stale.clear()
