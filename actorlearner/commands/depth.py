@@ -77,6 +77,7 @@ def run_depth(
     path = resolve_model(model)
     problems = load_benchmark(spec, max_problems)  # bad input fails here, before any model
     judge = TeacherConfig(base_url=judge_url, model=judge_model) if judge_url else None
+    name = "base" if model == "base" else (Path(model).name or model)
     metrics = evaluate_model(
         path,
         [spec],
@@ -87,11 +88,11 @@ def run_depth(
         engine_kind=depth.engine,
         max_problems=max_problems,
         judge=judge,
+        name=name,
     )[spec]
     groups = task_groups(problems)
     if groups:
         metrics["by_bug_type"] = pass1_by_group(metrics["solved_at"], groups, depth.rounds)
-    name = "base" if model == "base" else (Path(model).name or model)
     table = {name: {spec: metrics}}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, {"model": model, "path": path, "results": {spec: metrics}})

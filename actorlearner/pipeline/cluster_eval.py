@@ -1,10 +1,11 @@
 """Refinement-depth evaluation on the cluster's workers, not in the driver.
 
-Each (model, problem set) is cut into one shard per worker slot (the rollout actors'
-CPU/GPU size); every shard is a Ray task that loads the model once and plays all its
-episodes together, each round's replies in one batch. All shards of all models go out
-at once and Ray spreads them over the nodes; the driver only merges the episodes and
-computes the metrics, exactly as an in-process run would.
+Each model's problems (all its problem sets) are cut into one shard per worker slot
+(the rollout actors' CPU/GPU size); every shard is a Ray task that loads the model once
+and plays all its episodes together, every problem set's replies of a round in one
+batch. All shards of all models go out at once and Ray spreads them over the nodes.
+The tasks stream each finished round's counts back, so the driver logs progress as it
+happens; it merges the episodes and computes the metrics, as an in-process run would.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from actorlearner.evaluation.progress import RoundBoard, RoundCount, round_line
 from actorlearner.pipeline.depth import (
     EpisodeRecord,
     play_depth,
@@ -52,6 +58,10 @@ class EvalJob:
     benchmark: str
     model: str
     problems: Sequence[Problem]
+    name: str = ""  # the model's name in progress lines (default: the path's last part)
+
+    def label(self) -> str:
+        return self.name or Path(self.model.rstrip("/")).name or self.model
 
 
 @dataclass(frozen=True)
@@ -69,14 +79,20 @@ class WorkerShape:
         return max(1, math.floor(min(counts, default=1.0) + 1e-9))
 
 
-def play_shard(
+Played = tuple[list[EpisodeRecord], dict[str, list[bool]]]
+ShardResult = tuple[dict[str, Played], float]  # per problem set, and the worker's seconds
+
+
+def play_sets(
     model_path: str,
     engine_kind: str,
-    problems: Sequence[Problem],
+    sets: Sequence[tuple[str, Sequence[Problem]]],
     settings: DepthSettings,
     threads: int = 1,
-) -> tuple[list[EpisodeRecord], dict[str, list[bool]], float]:
-    """One worker: every episode of its problems at once (one batch per round)."""
+    progress: Callable[[RoundCount], None] | None = None,
+) -> ShardResult:
+    """One worker: load the model once and play every episode of its problem sets,
+    sets with distinct task ids together (one batch per round)."""
     import torch
 
     from actorlearner.engines import make_engine
@@ -85,22 +101,74 @@ def play_shard(
     start = time.perf_counter()
     torch.set_num_threads(threads)
     engine = make_engine(engine_kind, model_path)
-    episodes = min(MAX_BATCH, max(1, len(problems) * settings.samples_per_task))
-    records, passed = play_depth(
-        engine,
-        getattr(engine, "tokenizer", None) or load_tokenizer(model_path),
-        problems,
-        settings.rounds,
-        settings.samples_per_task,
-        settings.temperature,
-        settings.max_new_tokens,
-        num_envs=episodes,
-        seed=settings.seed,
-        overlap="auto",
-        env_id=settings.env_id,
-        env_kwargs=settings.env_kwargs,
-    )
-    return records, passed, time.perf_counter() - start
+    tokenizer = getattr(engine, "tokenizer", None) or load_tokenizer(model_path)
+    out: dict[str, Played] = {}
+    for batch in disjoint(sets):
+        problems = [p for _, ps in batch for p in ps]
+        groups = {p.task_id: name for name, ps in batch for p in ps}
+        records, passed = play_depth(
+            engine, tokenizer, problems, settings.rounds, settings.samples_per_task,
+            settings.temperature, settings.max_new_tokens,
+            num_envs=min(MAX_BATCH, max(1, len(problems) * settings.samples_per_task)),
+            seed=settings.seed, overlap="auto", env_id=settings.env_id,
+            env_kwargs=settings.env_kwargs, progress=progress, groups=groups,
+        )  # fmt: skip
+        for name, ps in batch:
+            ids = {p.task_id for p in ps}
+            out[name] = (
+                [r for r in records if r.task_id in ids],
+                {t: v for t, v in passed.items() if t in ids},
+            )
+    return out, time.perf_counter() - start
+
+
+def disjoint(
+    sets: Sequence[tuple[str, Sequence[Problem]]],
+) -> list[list[tuple[str, Sequence[Problem]]]]:
+    """Group problem sets so that no group holds one task id twice (a task id keys its
+    episodes), keeping their order."""
+    batches: list[tuple[set[str], list[tuple[str, Sequence[Problem]]]]] = []
+    for name, problems in sets:
+        ids = {p.task_id for p in problems}
+        home = next((b for b in batches if not b[0] & ids), None)
+        if home is None:
+            batches.append((ids, [(name, problems)]))
+        else:
+            home[0].update(ids)
+            home[1].append((name, problems))
+    return [members for _, members in batches]
+
+
+def play_shard(
+    model_path: str,
+    engine_kind: str,
+    sets: Sequence[tuple[str, Sequence[Problem]]],
+    settings: DepthSettings,
+    threads: int = 1,
+) -> Iterator[RoundCount | ShardResult]:
+    """`play_sets` as a streaming Ray task: yields each finished round's counts as they
+    come, then the result."""
+    events: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = play_sets(
+                model_path, engine_kind, sets, settings, threads, progress=events.put
+            )
+        except BaseException as exc:  # re-raised in the task below
+            outcome["error"] = exc
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=work, name="eval-shard", daemon=True)
+    thread.start()
+    while (event := events.get()) is not None:
+        yield event
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["result"]
 
 
 def shards(problems: Sequence[Problem], n: int) -> list[list[Problem]]:
@@ -108,9 +176,7 @@ def shards(problems: Sequence[Problem], n: int) -> list[list[Problem]]:
     return [list(problems[i::n]) for i in range(min(n, len(problems)))]
 
 
-def merge(
-    problems: Sequence[Problem], parts: list[tuple[list[EpisodeRecord], dict[str, list[bool]]]]
-) -> tuple[list[EpisodeRecord], dict[str, list[bool]]]:
+def merge(problems: Sequence[Problem], parts: list[Played]) -> Played:
     """The shards' episodes and start verdicts, in problem order (metrics sum in that order)."""
     records = [r for part, _ in parts for r in part]
     verdicts = {t: v for _, part in parts for t, v in part.items()}
@@ -125,8 +191,10 @@ def evaluate_jobs(
     judge: Any = None,
     on_result: Callable[[EvalJob, dict[str, Any]], None] | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Metrics per (model, benchmark), computed by Ray tasks; `on_result` sees each job's
-    metrics as soon as its shards are back (so finished work is cached early)."""
+    """Metrics per (model, benchmark), computed by Ray tasks (one per model and worker
+    slot); logs one line per model, problem set and finished round; `on_result` sees
+    each job's metrics as soon as its model's shards are back (finished work is cached
+    early)."""
     import ray
 
     shape = shape or WorkerShape()
@@ -135,25 +203,54 @@ def evaluate_jobs(
     task = ray.remote(play_shard).options(
         num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD"
     )
-    refs = {
-        job.benchmark + "\0" + job.model: [
-            task.remote(job.model, engine_kind, shard, settings, threads)  # type: ignore[call-arg]
-            for shard in shards(job.problems, n)
-        ]
-        for job in jobs
-    }
-    results: dict[tuple[str, str], dict[str, Any]] = {}
+    by_model: dict[str, list[EvalJob]] = defaultdict(list)
     for job in jobs:
-        start = time.perf_counter()
-        parts = ray.get(refs[job.benchmark + "\0" + job.model])
-        records, passed = merge(job.problems, [(r, p) for r, p, _ in parts])
-        metrics = score_depth(records, passed, job.problems, settings.rounds, judge, settings.seed)
-        metrics["eval_s"] = round(max(s for _, _, s in parts), 1) if parts else 0.0
-        metrics["workers"] = len(parts)
-        results[(job.model, job.benchmark)] = metrics
-        log.debug(
-            "%s on %s gathered in %.1f s", job.model, job.benchmark, time.perf_counter() - start
-        )
-        if on_result is not None:
-            on_result(job, metrics)
+        by_model[job.model].append(job)
+    board = RoundBoard(lambda model, count: log.info(round_line(model, count)))
+    streams: dict[Any, str] = {}
+    for model, mine in by_model.items():
+        label = mine[0].label()
+        for i in range(n):
+            sets = [(j.benchmark, list(j.problems[i::n])) for j in mine if j.problems[i::n]]
+            if sets:
+                for name, _ in sets:
+                    board.expect(label, name)
+                ref = task.remote(model, engine_kind, sets, settings, threads)  # type: ignore[call-arg]
+                streams[ref] = model
+        sizes = ", ".join(f"{j.benchmark} ({len(j.problems)} problems)" for j in mine)
+        log.info("%s: evaluating on %s, %d rounds", label, sizes, settings.rounds)
+    parts: dict[str, list[ShardResult]] = defaultdict(list)
+    shard_count = {m: list(streams.values()).count(m) for m in by_model}
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    while streams:
+        ready: list[Any] = ray.wait(list(streams), num_returns=1)[0]
+        for stream in ready:
+            model = streams[stream]
+            try:
+                item: Any = ray.get(next(stream))
+            except StopIteration:
+                del streams[stream]
+                continue
+            if isinstance(item, RoundCount):
+                board.add(by_model[model][0].label(), item)
+                continue
+            parts[model].append(item)
+            if len(parts[model]) == shard_count[model]:
+                for job in by_model[model]:
+                    metrics = score_job(job, parts[model], settings, judge)
+                    results[(job.model, job.benchmark)] = metrics
+                    if on_result is not None:
+                        on_result(job, metrics)
     return results
+
+
+def score_job(
+    job: EvalJob, parts: list[ShardResult], settings: DepthSettings, judge: Any
+) -> dict[str, Any]:
+    """One (model, benchmark)'s metrics from its model's shards."""
+    mine = [played[job.benchmark] for played, _ in parts if job.benchmark in played]
+    records, passed = merge(job.problems, mine)
+    metrics = score_depth(records, passed, job.problems, settings.rounds, judge, settings.seed)
+    metrics["eval_s"] = round(max(s for _, s in parts), 1) if parts else 0.0
+    metrics["workers"] = len(mine)
+    return metrics

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import queue
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,11 @@ import gymnasium as gym
 
 from actorlearner.engines.base import Engine, SamplingParams
 from actorlearner.evaluation import pass_at_k
+from actorlearner.evaluation.progress import RoundCount, RoundCounter
 from actorlearner.pipeline.paired import num_solved
 from envs.problem import Problem
+
+OnStep = Callable[[str, int, bool, bool], None]
 
 
 @dataclass
@@ -33,15 +36,27 @@ class EpisodeRecord:
 
 
 class _ScriptedStarts(gym.Wrapper):
-    """Each reset takes the next (task_id, initial_code) from a queue shared by the env copies."""
+    """Each reset takes the next (task_id, initial_code) from a queue shared by the env
+    copies; `on_step(task_id, round, solved, ended)` sees every verdict (progress)."""
 
-    def __init__(self, env: gym.Env, starts: queue.Queue):
+    def __init__(self, env: gym.Env, starts: queue.Queue, on_step: OnStep | None = None):
         super().__init__(env)
         self.starts = starts
+        self.on_step = on_step
+        self.task_id, self.turn = "", 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         task_id, code = self.starts.get_nowait()
+        self.task_id, self.turn = task_id, 0
         return self.env.reset(seed=seed, options={"task_id": task_id, "initial_code": code})
+
+    def step(self, action):
+        result = self.env.step(action)
+        self.turn += 1
+        if self.on_step is not None:
+            terminated, truncated = bool(result[2]), bool(result[3])
+            self.on_step(self.task_id, self.turn, terminated, terminated or truncated)
+        return result
 
 
 def initial_programs(
@@ -86,6 +101,7 @@ def play(
     env_kwargs: dict | None = None,
     overlap: bool | str | None = None,
     env_id: str = "CodeRefine-v0",
+    on_step: OnStep | None = None,
 ) -> list[EpisodeRecord]:
     """Play one episode per (task, start program) for up to `rounds` replies in `env_id`
     (the run's `env.id`). `overlap` (default: on with several envs) splits each round's
@@ -110,6 +126,7 @@ def play(
                 **(env_kwargs or {}),
             ),
             pending,
+            on_step,
         )
         for _ in range(min(num_envs, total))
     ]
@@ -220,8 +237,11 @@ def play_depth(
     overlap: bool | str | None = None,
     env_id: str = "CodeRefine-v0",
     env_kwargs: dict | None = None,
+    progress: Callable[[RoundCount], None] | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> tuple[list[EpisodeRecord], dict[str, list[bool]]]:
-    """The episodes of one problem set and which starting programs already pass."""
+    """The episodes of one problem set and which starting programs already pass;
+    `progress` gets each finished round's counts per group (task_id -> group, default one)."""
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     starts = initial_programs(engine, tokenizer, problems, samples_per_task, sampling)
     passed = initial_verdicts(problems, starts)
@@ -229,10 +249,17 @@ def play_depth(
         t: [c for c, ok in zip(codes, passed[t], strict=True) if not ok]
         for t, codes in starts.items()
     }
+    counter = None
+    if progress is not None:
+        groups = groups or {p.task_id: "" for p in problems}
+        counter = RoundCounter(groups, passed, rounds, progress)
     records = play(
         engine, tokenizer, problems, failing, rounds, sampling, num_envs=num_envs,
         env_kwargs=env_kwargs, overlap=overlap, env_id=env_id,
+        on_step=counter.step if counter else None,
     )  # fmt: skip
+    if counter is not None:
+        counter.finish()
     return records, passed
 
 
@@ -300,9 +327,11 @@ def evaluate_model(
     judge: Any = None,
     seed: int = 0,
     address: str = "",
+    name: str = "",
 ) -> dict[str, dict[str, Any]]:
     """The refinement-depth benchmark of one model on several problem sets, played on
-    the Ray cluster `address` names (default: a private local one, stopped after)."""
+    the Ray cluster `address` names (default: a private local one, stopped after);
+    `name` names the model in the progress lines."""
     from actorlearner.pipeline.cluster_eval import DepthSettings, EvalJob, evaluate_jobs
     from actorlearner.pipeline.run import worker_env
     from actorlearner.raycluster import RayRun, one_line_errors
@@ -313,7 +342,7 @@ def evaluate_model(
     for spec in specs:
         problems = load_problems(spec)
         jobs.append(
-            EvalJob(spec, model_path, problems[:max_problems] if max_problems else problems)
+            EvalJob(spec, model_path, problems[:max_problems] if max_problems else problems, name)
         )
     with one_line_errors(), RayRun(address, runtime_env=worker_env()):
         results = evaluate_jobs(jobs, settings, engine_kind, judge=judge)

@@ -132,7 +132,7 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
             hit = cached_result(cached, settings, state.resume)
             results.setdefault(name, {})[bench] = hit
             if hit is None:
-                jobs.append(EvalJob(bench, path, problems))
+                jobs.append(EvalJob(bench, path, problems, name))
                 where[(path, bench)] = (name, cached, settings)
 
     def store(job: EvalJob, metrics: dict[str, Any]) -> None:

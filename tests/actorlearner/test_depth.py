@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -89,6 +90,68 @@ def test_evaluate_depth_counts_fixes_per_round(tiny_model_dir):
     assert not any(math.isnan(x) for x in metrics["pass@1"])
 
 
+def test_progress_counts_each_round_once_every_failing_episode_played_it(tiny_model_dir):
+    """Real episodes, scripted replies: no fix in round 1, two of four in round 2."""
+    from actorlearner.evaluation.progress import round_line
+    from actorlearner.models import load_tokenizer
+    from actorlearner.pipeline.depth import play_depth
+    from envs.sources import load_problems
+    from envs.templates import format_reply
+
+    problems = load_problems("synthetic:test", n=4, seed=3)
+    fixes = {p.task_id: p.metadata["reference_fixes"][0] for p in problems}
+    tokenizer = load_tokenizer(tiny_model_dir)
+
+    def replies(prompt_text: str, turn: int) -> str:
+        task = next(p for p in problems if p.metadata["initial_code"].strip()[:40] in prompt_text)
+        if turn >= 1 and problems.index(task) < 2:
+            return format_reply("The comparison is wrong.", fixes[task.task_id])
+        return format_reply("I am not sure.", task.metadata["initial_code"])
+
+    counts = []
+    play_depth(
+        ScriptedPolicy(tokenizer, replies), tokenizer, problems, rounds=3, num_envs=2,
+        progress=counts.append, groups={p.task_id: "set" for p in problems},
+    )  # fmt: skip
+    assert [(c.round, c.solved, c.total) for c in counts] == [(1, 0, 4), (2, 2, 4), (3, 2, 4)]
+    assert round_line("m", counts[1]).startswith(
+        "m on set, round 2/3: 2/4 solved, 2 still failing, "
+    )
+
+
+def test_round_counter_closes_rounds_of_episodes_that_ended_early():
+    """A sandbox failure ends an episode unsolved: it counts as failing in later rounds;
+    an episode cut by the context limit never steps again: `finish` closes its rounds.
+    Workers' counts of one (model, set) are summed once all have reported the round."""
+    from actorlearner.evaluation.progress import RoundBoard, RoundCounter
+
+    got = []
+    counter = RoundCounter(
+        {"a": "s", "b": "s", "c": "s"}, {"a": [True], "b": [False], "c": [False]}, 3, got.append
+    )
+    counter.step("b", 1, solved=False, ended=True)  # sandbox failure in round 1
+    assert got == []  # c has not played round 1
+    counter.step("c", 1, solved=False)
+    assert [(c.round, c.solved) for c in got] == [(1, 1)]
+    counter.step("c", 2, solved=True)
+    assert [(c.round, c.solved) for c in got] == [(1, 1), (2, 2), (3, 2)]
+    short = []
+    cut = RoundCounter({"x": "s"}, {"x": [False]}, 2, short.append)
+    cut.step("x", 1, solved=False)
+    cut.finish()  # x was cut by the context limit after round 1
+    assert [(c.round, c.solved, c.total) for c in short] == [(1, 0, 1), (2, 0, 1)]
+    lines = []
+    board = RoundBoard(
+        lambda model, c: lines.append((model, c.round, c.solved, c.total, c.seconds))
+    )
+    board.expect("m", "s")
+    board.expect("m", "s")
+    board.add("m", got[1])
+    assert lines == []
+    board.add("m", short[1])
+    assert lines == [("m", 2, 2, 4, max(got[1].seconds, short[1].seconds))]
+
+
 def test_judge_scores_explanations_over_real_http(tiny_model_dir, tmp_path):
     """Table-9 style judging against a real OpenAI-compatible server process."""
     from actorlearner.collect.testing_server import launch
@@ -125,8 +188,11 @@ def test_judge_scores_explanations_over_real_http(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_model_cli(tiny_model_dir, tmp_path):
-    """`actorlearner evaluate --model ... --rounds R`: JSON, plot and table; bad paths named."""
+    """`actorlearner evaluate --model ... --rounds R` as a user runs it: a progress line
+    per round between start and table, JSON, plot and table; bad paths named."""
     import json
+    import subprocess
+    import sys
 
     from typer.testing import CliRunner
 
@@ -135,12 +201,21 @@ def test_evaluate_model_cli(tiny_model_dir, tmp_path):
     out = tmp_path / "depth.json"
     args = ["evaluate", "-b", "synthetic:test", "--model", str(tiny_model_dir), "--rounds", "2",
             "--max-problems", "2", "--max-new-tokens", "8", "-o", str(out)]  # fmt: skip
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    run = subprocess.run(
+        [sys.executable, "-m", "actorlearner.cli", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    output = run.stdout  # logs and table interleaved as a terminal shows them
+    assert run.returncode == 0, output
     metrics = json.loads(out.read_text())["results"]["synthetic:test"]
     assert len(metrics["pass@1"]) == 3 and metrics["num_tasks"] == 2
     assert out.with_suffix(".png").stat().st_size > 0
-    assert "pass@1 per refinement round" in result.output
+    name = tiny_model_dir.name
+    for rnd in (1, 2):
+        solved = sum(s is not None and s <= rnd for v in metrics["solved_at"].values() for s in v)
+        line = f"{name} on synthetic:test, round {rnd}/2: {solved}/2 solved, {2 - solved} still failing"
+        assert line in output, output
+    assert output.index("round 2/2") < output.index("pass@1 per refinement round")
     missing = CliRunner().invoke(
         app, args[:3] + ["--model", str(tmp_path / "nope"), "-o", str(out)]
     )
@@ -148,43 +223,70 @@ def test_evaluate_model_cli(tiny_model_dir, tmp_path):
     assert missing.exit_code == 2 and "nope' does not exist" in text, missing.output
 
 
-def test_cluster_evaluation_matches_in_process(tiny_model_dir):
-    """Greedy evaluation on Ray workers (two shards, one batch per round each) gives the
-    same replies and metrics as the in-process run with its 16-env batches."""
+def test_cluster_evaluation_matches_in_process(tiny_model_dir, caplog):
+    """Greedy evaluation on Ray workers (two shards, each playing both problem sets in
+    one batch per round) gives the same replies and metrics as the in-process run of
+    each set with its 16-env batches, and logs one line per model, set and round."""
+    import logging
+
     import ray
 
     from actorlearner.engines import make_engine
+    from actorlearner.evaluation.progress import RoundCount
     from actorlearner.pipeline.cluster_eval import (
         DepthSettings,
         EvalJob,
         evaluate_jobs,
         merge,
         play_shard,
-        shards,
     )
     from actorlearner.pipeline.depth import depth_metrics, play_depth
     from actorlearner.pipeline.run import worker_env
     from actorlearner.raycluster import RayRun
     from envs.sources import load_problems
 
-    problems = load_problems("synthetic:test", n=6, seed=1)
+    model = str(tiny_model_dir)
+    sets = {
+        "synthetic:test": load_problems("synthetic:test", n=6, seed=1),
+        "synthetic:novel": load_problems("synthetic:novel", n=4, seed=1),
+    }
     settings = DepthSettings(rounds=2, max_new_tokens=12)
-    engine = make_engine("hf", str(tiny_model_dir))
-    local = play_depth(engine, engine.tokenizer, problems, 2, max_new_tokens=12)  # type: ignore[attr-defined]
+    engine = make_engine("hf", model)
+    local = {
+        name: play_depth(engine, engine.tokenizer, ps, 2, max_new_tokens=12)  # type: ignore[attr-defined]
+        for name, ps in sets.items()
+    }
+    caplog.set_level(logging.INFO, logger="actorlearner")
     with RayRun("local", num_cpus=2, runtime_env=worker_env()):
         task = ray.remote(play_shard)
-        parts = ray.get(
-            [task.remote(str(tiny_model_dir), "hf", s, settings) for s in shards(problems, 2)]
-        )
-        remote = merge(problems, [(r, p) for r, p, _ in parts])
-        jobs = [EvalJob("synthetic:test", str(tiny_model_dir), problems)]
-        metrics = evaluate_jobs(jobs, settings)[(str(tiny_model_dir), "synthetic:test")]
+        streams = [
+            [ray.get(ref) for ref in task.remote(model, "hf", [(n, ps[i::2]) for n, ps in sets.items()], settings)]
+            for i in range(2)
+        ]  # fmt: skip
+        jobs = [EvalJob(name, model, ps, "tiny") for name, ps in sets.items()]
+        metrics = evaluate_jobs(jobs, settings)
 
     def replies(records):
         return sorted((r.task_id, r.solved_at, r.replies) for r in records)
 
-    assert len(parts) == 2 and replies(remote[0]) == replies(local[0])
-    assert all(r.replies for r in local[0])  # real replies were compared
-    assert remote[1] == local[1]
-    assert metrics.pop("workers") == 2 and metrics.pop("eval_s") > 0
-    assert metrics == depth_metrics(*local, rounds=2)
+    for name, ps in sets.items():
+        remote = merge(ps, [stream[-1][0][name] for stream in streams])
+        assert replies(remote[0]) == replies(local[name][0])
+        assert all(r.replies for r in local[name][0])  # real replies were compared
+        assert remote[1] == local[name][1]
+        got = metrics[(model, name)]
+        assert got.pop("workers") == 2 and got.pop("eval_s") > 0
+        assert got == depth_metrics(*local[name], rounds=2)
+    for stream in streams:  # each shard streamed every set's rounds 1 and 2 before its result
+        counts = [(c.group, c.round) for c in stream[:-1] if isinstance(c, RoundCount)]
+        assert sorted(counts) == sorted((n, r) for n in sets for r in (1, 2))
+    lines = [r.getMessage() for r in caplog.records if " round " in r.getMessage()]
+    for name, ps in sets.items():
+        for rnd in (1, 2):
+            solved = sum(
+                s is not None and s <= rnd
+                for v in metrics[(model, name)]["solved_at"].values()
+                for s in v
+            )
+            line = f"tiny on {name}, round {rnd}/2: {solved}/{len(ps)} solved, {len(ps) - solved} still failing"
+            assert any(x.startswith(line) for x in lines), (line, lines)
