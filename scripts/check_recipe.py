@@ -6,6 +6,9 @@ recipe's LoRA settings, ZeRO stage, number of learner ranks, rollout actors and 
 placement (Ray logical GPUs, gloo instead of NCCL, the HF engine standing in for vLLM);
 runs one SFT step and one PPO iteration (rollout, update, weight push), then checks
 that every rollout engine's greedy tokens and logprobs equal the learner policy's.
+Weights go the way the run would send them (`rollout.weight_sync`): a recipe whose
+actors have GPUs of their own pushes them collectively from learner rank 0 (gloo here,
+NCCL on GPUs), a colocated one through the object store.
 The last line printed contains `recipe ok`.
 """
 
@@ -202,13 +205,13 @@ def _iterate(cfg: Any, fam: str, learner: Any, rollouts: Any, placement: Any) ->
     _phase("start")
     sft = learner.sft_step(sft_batch(load_tokenizer(cfg_model(learner))))
     _phase("sft step")
-    rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
+    rollouts.push_weights(learner)
     _phase("weight push")
     trajs = rollouts.rollout(cfg.train.episodes_per_iteration)
     _phase("rollout")
     ppo = learner.ppo_step(trajs)
     _phase("ppo step")
-    rollouts.update_weights(learner.state_dict_for_actors(), learner.version)
+    rollouts.push_weights(learner)
     checked = check_greedy(learner, rollouts, cfg.rollout.num_actors, cfg_model(learner))
     _phase("push + greedy check")
     for name, value in (("sft loss", sft["loss/sft"]), ("ppo policy loss", ppo["loss/policy"])):
@@ -217,7 +220,8 @@ def _iterate(cfg: Any, fam: str, learner: Any, rollouts: Any, placement: Any) ->
     lora = "LoRA" if cfg.model.lora.enabled else "full"
     return (
         f"{fam}, {lora}, {cfg.learner.deepspeed_config}, {cfg.learner.num_ranks} ranks, "
-        f"{cfg.rollout.num_actors} actors, {devices}; sft loss {sft['loss/sft']:.3f}, "
+        f"{cfg.rollout.num_actors} actors, {devices}, {rollouts.sync_mode} weight push; "
+        f"sft loss {sft['loss/sft']:.3f}, "
         f"ppo v{learner.version} on {len(trajs)} episodes; {checked} greedy replies match"
     )
 
