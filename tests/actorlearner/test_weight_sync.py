@@ -184,3 +184,95 @@ def test_restarted_actor_rejoins_the_weight_group(cluster, tiny_model_dir):
     rollouts.push_weights(learner)  # a healthy group is kept
     assert sync.spec.generation == generation
     assert [i["version"] for i in rollouts.info()] == [learner.version] * 2
+
+
+# ------------------------------------------------- vLLM receivers (contract, no vLLM here)
+
+
+class _RecordingLLM:
+    """Stands in for `vllm.LLM`: records the weight-transfer calls the engine makes."""
+
+    def __init__(self):
+        self.calls: list = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def test_vllm_engine_joins_and_receives_through_vllms_nccl_session():
+    from actorlearner.engines.vllm import VLLMEngine
+    from actorlearner.rollout.collective import GroupSpec, TensorMeta
+
+    engine = VLLMEngine.__new__(VLLMEngine)  # no vLLM here: only the calls it makes
+    engine.llm, engine.version = _RecordingLLM(), 0
+    spec = GroupSpec("10.0.0.1", 1234, world_size=3, backend="gloo", generation=1,
+                     vllm_port=4321, vllm_workers=2)  # fmt: skip
+    engine.init_weight_transfer(spec, rank=2)  # the second actor: workers 3 and 4 of 5
+    metas = [TensorMeta("a.weight", "bfloat16", (4, 8)), TensorMeta("b.bias", "bfloat16", (8,))]
+    engine.begin_update()
+    engine.receive_bucket(metas)
+    engine.finish_update(7)
+    names = [c[0] for c in engine.llm.calls]
+    assert names == [
+        "init_weight_transfer_engine",
+        "start_weight_update",
+        "update_weights",
+        "finish_weight_update",
+        "reset_prefix_cache",
+    ]
+    init = engine.llm.calls[0][1][0]["init_info"]
+    assert init == {"master_address": "10.0.0.1", "master_port": 4321, "rank_offset": 3,
+                    "world_size": 5}  # fmt: skip
+    info = engine.llm.calls[2][1][0]["update_info"]
+    assert info == {
+        "names": ["a.weight", "b.bias"],
+        "dtype_names": ["bfloat16", "bfloat16"],
+        "shapes": [[4, 8], [8]],
+        "packed": True,
+        "packed_buffer_size_bytes": (32 + 8) * 2,  # one packed buffer holds the bucket
+        "packed_num_buffers": 1,
+    }
+    assert engine.version == 7
+
+
+def test_actor_with_vllm_engine_gets_metadata_per_bucket_in_one_session():
+    """The actor's side of a push to vLLM engines, over a real gloo weight group: the
+    bucket bytes go another way (vLLM's NCCL group), each bucket's metadata through ours."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from actorlearner.learner.distributed import free_port
+    from actorlearner.rollout.actor import RolloutWorker
+    from actorlearner.rollout.collective import GroupSpec, WeightGroup, send_weights
+
+    class Engine:
+        version = 0
+
+        def __init__(self):
+            self.calls: list = []
+
+        def init_weight_transfer(self, spec, rank):
+            self.calls.append(("init", rank))
+
+        def begin_update(self):
+            self.calls.append("begin")
+
+        def receive_bucket(self, metas):
+            self.calls.append([m.name for m in metas])
+
+        def finish_update(self, version):
+            self.calls.append(("finish", version))
+
+    worker = RolloutWorker.__new__(RolloutWorker)  # no env, no model: the weight methods only
+    worker.index, worker.engine, worker._weight_group = 0, Engine(), None
+    spec = GroupSpec("127.0.0.1", free_port(), 2, "gloo", 1, 60, vllm_port=1)
+    named = [("x", torch.ones(8)), ("y", torch.ones(8)), ("z", torch.ones(2, dtype=torch.float16))]
+    sent: list = []
+    with ThreadPoolExecutor(1) as pool:
+        joined = pool.submit(worker.join_weight_group, spec, 1)
+        rank0 = WeightGroup(spec, 0)
+        joined.result()
+        received = pool.submit(worker.receive_weights)
+        send_weights(rank0, iter(named), 40, 9, lambda metas, flat: sent.append(flat.numel()))
+        assert received.result() == 9
+    assert sent == [8, 8, 2]  # x, y (64 bytes > 40), z (a new dtype)
+    assert worker.engine.calls == [("init", 1), "begin", ["x"], ["y"], ["z"], ("finish", 9)]
