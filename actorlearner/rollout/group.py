@@ -104,7 +104,8 @@ class RolloutGroup:
 
     @property
     def recovering(self) -> set[int]:
-        return {p.actor for p in self._probes.values()} | self._stale
+        """Actors out of work: restarting (probed) or waiting for a collective push."""
+        return self._probing | self._stale
 
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict]:
         """Block until every actor is up with the current weights; return their info."""
@@ -146,7 +147,7 @@ class RolloutGroup:
         return {p.actor for p in self._probes.values()}
 
     def _push_collective(self) -> None:
-        """One collective push to every actor not restarting; those it misses are probed."""
+        """One collective push to the actors waiting for weights; those it misses are probed."""
         assert self._collective is not None and self._learner is not None
         members = sorted(self._stale)
         failed = self._collective.push(self._learner, self.actors, members)
