@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ["qwen2.5-coder-1.5b", "codellama-7b", "starcoder-15b"]
+# how weights reach the actors: colocated on a learner's GPU -> object store (CUDA IPC into
+# vLLM); actors on GPUs of their own -> collective buckets from learner rank 0
+PUSH = {"qwen2.5-coder-1.5b": "object_store", "codellama-7b": "collective",
+        "starcoder-15b": "collective"}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -30,6 +34,7 @@ def test_recipe_check_passes(recipe):
     lines = out.stdout.strip().splitlines()
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     assert "recipe ok" in lines[-1], out.stdout[-2000:]
+    assert f"{PUSH[recipe]} weight push" in lines[-1], lines[-1]
 
 
 def test_recipe_families_and_shrunk_architectures():
