@@ -17,6 +17,12 @@ from transformers import PreTrainedTokenizerBase
 from actorlearner.engines import sampling as sampler
 from actorlearner.engines.base import Generation, SamplingParams
 from actorlearner.engines.kv_cache import growing_cache
+from actorlearner.engines.prefix_cache import (
+    PrefixCache,
+    cached_prefill,
+    reuse_supported,
+    row_kv,
+)
 
 # Keys a learner may send along with the policy that an inference engine has no use for.
 _IGNORED_PREFIXES = ("v_head.", "value_head.", "score.")
@@ -44,7 +50,10 @@ class HFEngine:
         prune_finished: bool = True,
         version: int = 0,
         seed: int = 0,
+        reuse_prefixes: bool = False,
     ):
+        """`reuse_prefixes`: keep each reply's KV states for the next turn's prompt
+        (engines with fixed weights, e.g. evaluation; see prefix_cache.py)."""
         if model is None:
             if model_path is None:
                 raise ValueError("HFEngine needs a model_path or a loaded model")
@@ -66,6 +75,7 @@ class HFEngine:
         self.max_positions = getattr(config, "max_position_embeddings", None)
         self.pad_id = _pad_id(model, tokenizer)
         self._fwd_kw = _forward_kwargs(model)
+        self.prefixes = PrefixCache() if reuse_prefixes else None
 
     # ----------------------------------------------------------------- generation
     @torch.inference_mode()
@@ -83,10 +93,12 @@ class HFEngine:
 
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # buffers with room for the reply: no whole-cache copy per decoded token
-        cache = growing_cache(getattr(self.model, "config", None), sampling.max_new_tokens)
+        cache, first = self._prefill_cache(prompts, mask, sampling.max_new_tokens)
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, **self._fwd_kw(cache)
+            input_ids=ids[:, first:],
+            attention_mask=mask,
+            position_ids=positions[:, first:],
+            **self._fwd_kw(cache),
         )
         logits = out.logits[:, -1]
         rows = torch.arange(len(prompts), device=self.device)  # original index of each live row
@@ -109,7 +121,11 @@ class HFEngine:
             for r in rows[done].tolist():
                 finish[r] = "stop"
             alive = alive & ~done
-            if step == sampling.max_new_tokens - 1 or not bool(alive.any()):
+            last = step == sampling.max_new_tokens - 1
+            if self.prefixes is not None:
+                kept = done | alive if last else done
+                self._keep(cache, rows, kept, prompts, tokens, ids.shape[1])
+            if last or not bool(alive.any()):
                 break
             if self.prune_finished and not bool(alive.all()):
                 idx = alive.nonzero().squeeze(-1)
@@ -129,6 +145,38 @@ class HFEngine:
             Generation(token_ids=t, logprobs=lp, finish_reason=f)
             for t, lp, f in zip(tokens, logps, finish, strict=True)
         ]
+
+    def _prefill_cache(
+        self, prompts: list[list[int]], mask: torch.Tensor, max_new: int
+    ) -> tuple[Any, int]:
+        """The cache the prompts go into and their first column to run: the stored states
+        of earlier turns when prefixes are reused, else an empty cache with room for the
+        reply (written in place: no whole-cache copy per decoded token)."""
+        config = getattr(self.model, "config", None)
+        if self.prefixes is not None:
+            self.prefixes.next_call()
+            reused = cached_prefill(self.prefixes, prompts, mask, config, max_new)
+            if reused is not None:
+                return reused
+        return growing_cache(config, max_new), 0
+
+    def _keep(
+        self,
+        cache: Any,
+        rows: torch.Tensor,
+        which: torch.Tensor,
+        prompts: list[list[int]],
+        tokens: list[list[int]],
+        width: int,
+    ) -> None:
+        """Store finished rows' states (prompt and reply but its last token, never fed)
+        from their first column in the batch padded to `width`."""
+        if self.prefixes is None or not reuse_supported(cache):
+            return
+        for j in which.nonzero().squeeze(-1).tolist():
+            r = int(rows[j])
+            start = width - len(prompts[r])
+            self.prefixes.put(prompts[r] + tokens[r][:-1], row_kv(cache, j, start))
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(p) for p in prompts)
@@ -162,6 +210,8 @@ class HFEngine:
         - a LoRA adapter state as returned by ``peft.get_peft_model_state_dict``
           (keys containing ``lora_A``/``lora_B``), for an engine built with `lora=`.
         """
+        if self.prefixes is not None:
+            self.prefixes.clear()  # states of the old weights
         state = {_strip(k): v for k, v in state_dict.items()}
         state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
         if any(".lora_" in k for k in state):

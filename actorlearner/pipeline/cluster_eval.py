@@ -100,7 +100,9 @@ def play_sets(
 
     start = time.perf_counter()
     torch.set_num_threads(threads)
-    engine = make_engine(engine_kind, model_path)
+    # fixed weights: each round prefills only the new feedback, not the whole episode
+    reuse = {"reuse_prefixes": True} if engine_kind == "hf" else {}
+    engine = make_engine(engine_kind, model_path, **reuse)
     tokenizer = getattr(engine, "tokenizer", None) or load_tokenizer(model_path)
     out: dict[str, Played] = {}
     for batch in disjoint(sets):

@@ -35,3 +35,40 @@ def test_growing_cache_is_bit_identical_to_dynamic_cache(tiny_model_dir, monkeyp
         assert a.logprobs == b.logprobs == c.logprobs  # exact, not approximately
         assert a.finish_reason == b.finish_reason == c.finish_reason
     assert len({len(g.token_ids) for g in old}) > 1  # rows left the batch at different steps
+
+
+def test_reused_prefixes_give_the_replies_of_a_full_prefill(tiny_model_dir, monkeypatch):
+    """Three turns of four episodes (prompt + reply + feedback, feedback of different
+    lengths, one episode replaced by a fresh one): an engine that reuses the earlier
+    turns' states generates what one that prefills every turn generates."""
+    fresh = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")
+    reuse = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu", reuse_prefixes=True)
+    reused_columns = []
+    real = hf.cached_prefill
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        reused_columns.append(out[1] if out else 0)
+        return out
+
+    monkeypatch.setattr(hf, "cached_prefill", spy)
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(5, 200, (n,), generator=gen).tolist() for n in (3, 17, 40, 9)]
+    free = fresh.generate(prompts, SamplingParams(max_new_tokens=20, temperature=0.0))
+    sampling = SamplingParams(
+        max_new_tokens=20, temperature=0.0, stop_token_ids=(free[1].token_ids[6],)
+    )
+    for turn in range(3):
+        a, b = fresh.generate(prompts, sampling), reuse.generate(prompts, sampling)
+        for x, y in zip(a, b, strict=True):
+            assert x.token_ids == y.token_ids and x.finish_reason == y.finish_reason
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+        if turn == 0:
+            assert len(reuse.prefixes.entries) == 4  # type: ignore[union-attr]
+        feedback = [torch.randint(5, 200, (n,), generator=gen).tolist() for n in (5, 1, 12, 30)]
+        prompts = [p + g.token_ids + f for p, g, f in zip(prompts, a, feedback, strict=True)]
+        prompts[2] = torch.randint(5, 200, (25,), generator=gen).tolist()  # a new episode
+    assert reuse.prefixes is not None and reuse.prefixes.calls == 3
+    assert reused_columns[0] == 0 and min(reused_columns[1:]) > 0, reused_columns
+    reuse.load_weights({}, version=1)
+    assert not reuse.prefixes.entries  # states of old weights are dropped
