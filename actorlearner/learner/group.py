@@ -67,6 +67,8 @@ class LearnerWorker:
 
         if self.weight_group is not None:
             self.weight_group.close()
+        if self.vllm_group is not None:
+            self.vllm_group.destroy()  # vLLM's communicator: aborts the old group's NCCL comm
         self.weight_group, self.vllm_group = WeightGroup(spec, 0), None
         if spec.vllm_port:
             from actorlearner.engines.vllm import trainer_group

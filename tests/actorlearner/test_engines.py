@@ -240,24 +240,6 @@ def test_vllm_buckets_keep_order_and_size(engine):
     assert len(plan) > 2
 
 
-def test_vllm_ipc_update_info_carries_only_strings_and_lists():
-    """What vLLM's IPCWeightTransferUpdateInfo takes: names, dtype names, shapes and, per
-    tensor, a {gpu uuid: handle} dict, pickled so an RPC to the engine core holds no tensor."""
-    import base64
-    import pickle
-
-    from actorlearner.engines.vllm import ipc_update_info
-
-    named = [("a.weight", torch.ones(2, 3)), ("b.bias", torch.zeros(4, dtype=torch.bfloat16))]
-    info = ipc_update_info(named, "GPU-uuid")
-    assert info["names"] == ["a.weight", "b.bias"]
-    assert info["dtype_names"] == ["float32", "bfloat16"]
-    assert info["shapes"] == [[2, 3], [4]]
-    assert all(isinstance(v, list | str) for v in info.values())
-    handles = pickle.loads(base64.b64decode(info["ipc_handles_pickled"]))
-    assert [list(h) for h in handles] == [["GPU-uuid"], ["GPU-uuid"]]
-
-
 # ------------------------------------------------------------------- vLLM on a GPU
 
 

@@ -187,52 +187,7 @@ def test_restarted_actor_rejoins_the_weight_group(cluster, tiny_model_dir):
 
 
 # ------------------------------------------------- vLLM receivers (contract, no vLLM here)
-
-
-class _RecordingLLM:
-    """Stands in for `vllm.LLM`: records the weight-transfer calls the engine makes."""
-
-    def __init__(self):
-        self.calls: list = []
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
-
-
-def test_vllm_engine_joins_and_receives_through_vllms_nccl_session():
-    from actorlearner.engines.vllm import VLLMEngine
-    from actorlearner.rollout.collective import GroupSpec, TensorMeta
-
-    engine = VLLMEngine.__new__(VLLMEngine)  # no vLLM here: only the calls it makes
-    engine.llm, engine.version = _RecordingLLM(), 0
-    spec = GroupSpec("10.0.0.1", 1234, world_size=3, backend="gloo", generation=1,
-                     vllm_port=4321, vllm_workers=2)  # fmt: skip
-    engine.init_weight_transfer(spec, rank=2)  # the second actor: workers 3 and 4 of 5
-    metas = [TensorMeta("a.weight", "bfloat16", (4, 8)), TensorMeta("b.bias", "bfloat16", (8,))]
-    engine.begin_update()
-    engine.receive_bucket(metas)
-    engine.finish_update(7)
-    names = [c[0] for c in engine.llm.calls]
-    assert names == [
-        "init_weight_transfer_engine",
-        "start_weight_update",
-        "update_weights",
-        "finish_weight_update",
-        "reset_prefix_cache",
-    ]
-    init = engine.llm.calls[0][1][0]["init_info"]
-    assert init == {"master_address": "10.0.0.1", "master_port": 4321, "rank_offset": 3,
-                    "world_size": 5}  # fmt: skip
-    info = engine.llm.calls[2][1][0]["update_info"]
-    assert info == {
-        "names": ["a.weight", "b.bias"],
-        "dtype_names": ["bfloat16", "bfloat16"],
-        "shapes": [[4, 8], [8]],
-        "packed": True,
-        "packed_buffer_size_bytes": (32 + 8) * 2,  # one packed buffer holds the bucket
-        "packed_num_buffers": 1,
-    }
-    assert engine.version == 7
+# (the engine's own calls into vLLM 0.33.0: test_vllm_contract.py)
 
 
 def test_actor_with_vllm_engine_gets_metadata_per_bucket_in_one_session():
