@@ -191,11 +191,14 @@ def trainer_group(spec: Any) -> Any:
 def send_bucket(group: Any, metas: list[Any], flat: Any) -> None:
     """Broadcast one bucket to every engine's workers (they run `update_weights` meanwhile),
     cut into broadcasts exactly as the workers cut it (`NCCL_PACKING`)."""
+    import torch
     from vllm.distributed.weight_transfer.packed_tensor import packed_nccl_broadcast_producer
 
     from actorlearner.rollout.collective import unpack
 
     flat = flat.to(group.device)  # the communicator's GPU (vLLM's PyNcclCommunicator.device)
+    if flat.is_cuda:  # vLLM packs on side streams: the bucket must be complete first
+        torch.cuda.current_stream(flat.device).synchronize()
     packed_nccl_broadcast_producer(
         iterator=iter(unpack(metas, flat)),
         group=group,
