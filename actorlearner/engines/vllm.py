@@ -8,10 +8,11 @@ only; `CompletionOutput.logprobs` is then a list of {token id: Logprob} dicts).
 
 Weights go through vLLM's RL weight-update session, which 0.33.0's `LLM` offers as
 methods (`init_weight_transfer_engine`, `start_weight_update`, `update_weights`,
-`finish_weight_update`, each a `collective_rpc` to the worker method of that name; the
-first two that take an argument want {"init_info": ...} / {"update_info": ...}). A
-worker refuses a second `start` before `finish`, and `start`..`finish` reloads the
-weights layer by layer: a layer is rebuilt once all of its tensors have arrived.
+`finish_weight_update`, each a `collective_rpc` to the worker method of that name;
+`init_weight_transfer_engine` takes {"init_info": ...}, `update_weights` takes
+{"update_info": ...}). A worker refuses a second `start` before `finish`, and between
+the two it reloads the weights layer by layer: a layer's parameters sit on the meta
+device (its old tensors set aside) until all of its new ones arrive, or `finish`.
 
 - `weight_transfer="ipc"` (object-store pushes): the engine core shares the actor's GPU.
   The actor packs one bucket at a time into a staging buffer on that GPU (raw bytes, back
@@ -370,6 +371,11 @@ class VLLMEngine:
                 staging.fill(named)
                 self._update(ipc_update_info(named, staging.handle, staging.uuid))
             self.finish_update(version)
+        except BaseException:
+            if self._updating:  # layers wait on the meta device until the session ends
+                self._updating = False
+                self.llm.finish_weight_update()
+            raise
         finally:
             staging.close()
 

@@ -21,7 +21,7 @@ from actorlearner.rollout.collective import GroupSpec, TensorMeta
 
 # ------------------------------------------------------------ vllm 0.33.0, as read
 
-BACKENDS = {"nccl", "ipc", "sparse_nccl", "sharded_rdt", "nccl_m2n"}  # WeightTransferConfig
+BACKENDS = {"nccl", "ipc", "sparse_nccl", "sharded_rdt", "nccl_m2n", "modelexpress"}  # registered
 LOGPROBS_MODES = {"raw_logits", "raw_logprobs", "processed_logits", "processed_logprobs"}
 # EngineArgs fields the engine may pass to LLM(...) through **kwargs (beside its named ones)
 ENGINE_ARGS = {"enable_prefix_caching", "logprobs_mode", "weight_transfer_config", "max_model_len",
@@ -376,7 +376,7 @@ def test_ipc_load_is_one_session_of_packed_buckets_the_worker_rebuilds(fake_vllm
     assert engine.version == 4 and llm.prefix_resets == 1
 
 
-def test_ipc_load_closes_a_session_a_failed_load_left_open(fake_vllm, tiny_model_dir):
+def test_a_failed_load_or_push_does_not_leave_vllms_session_open(fake_vllm, tiny_model_dir):
     engine, llm = _engine(tiny_model_dir)
 
     class Broken(CpuStaging):
@@ -386,8 +386,10 @@ def test_ipc_load_closes_a_session_a_failed_load_left_open(fake_vllm, tiny_model
     engine._staging = Broken
     with pytest.raises(RuntimeError, match="copy failed"):
         engine.load_weights({"a.weight": torch.ones(2)}, version=1)
+    assert not llm.workers[0].active and engine.version == 0  # no layer left on meta
+    engine.begin_update()  # a push that died between buckets: 0.33.0 refuses a 2nd start
     engine._staging = CpuStaging
-    engine.load_weights({"a.weight": torch.ones(2)}, version=2)  # 0.33.0 refuses a 2nd start
+    engine.load_weights({"a.weight": torch.ones(2)}, version=2)
     assert engine.version == 2 and not llm.workers[0].active
 
 
