@@ -204,7 +204,8 @@ def test_job_prints_progress_and_table(submitted_run):
     """`ray job submit` (and so `ray job logs -f`) shows what a local run prints."""
     _, stdout = submitted_run
     for line in ("iter 1/2", "iter 2/2", "pass@1 per refinement round", "Paired per task",
-                 "PPO training reward over 2 iterations"):  # fmt: skip
+                 "PPO training reward over 2 iterations",
+                 "ppo on synthetic:test, round 2/2: "):  # fmt: skip
         assert line in stdout, line
 
 
