@@ -27,8 +27,10 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [heads, 
 class PrefixCache:
     """The KV states of recently finished rows, keyed by the tokens they cover."""
 
-    def __init__(self, max_age: int = 2):
-        self.max_age = max_age  # generate calls an entry waits for its next turn
+    def __init__(self, max_age: int = 4):
+        # generate calls an entry waits for its next turn: a round may be several calls
+        # (the runner's two halves, length buckets)
+        self.max_age = max_age
         self.calls = 0
         self.entries: dict[tuple[int, ...], tuple[int, KV]] = {}
 

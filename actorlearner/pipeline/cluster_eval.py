@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actorlearner.engines.buckets import LengthBuckets
 from actorlearner.evaluation.progress import RoundBoard, RoundCount, round_line
 from actorlearner.pipeline.depth import (
     EpisodeRecord,
@@ -103,6 +104,8 @@ def play_sets(
     # fixed weights: each round prefills only the new feedback, not the whole episode
     reuse = {"reuse_prefixes": True} if engine_kind == "hf" else {}
     engine = make_engine(engine_kind, model_path, **reuse)
+    if engine_kind == "hf":  # CPU/GPU attention reads the padded cache: group by length
+        engine = LengthBuckets(engine)
     tokenizer = getattr(engine, "tokenizer", None) or load_tokenizer(model_path)
     out: dict[str, Played] = {}
     for batch in disjoint(sets):

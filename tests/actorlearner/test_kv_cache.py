@@ -72,3 +72,27 @@ def test_reused_prefixes_give_the_replies_of_a_full_prefill(tiny_model_dir, monk
     assert reused_columns[0] == 0 and min(reused_columns[1:]) > 0, reused_columns
     reuse.load_weights({}, version=1)
     assert not reuse.prefixes.entries  # states of old weights are dropped
+
+
+def test_length_buckets_return_rows_in_order_and_only_for_greedy(tiny_model_dir):
+    from actorlearner.engines.buckets import LengthBuckets
+
+    engine = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")
+    gen = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(5, 200, (n,), generator=gen).tolist() for n in (30, 3, 17, 9, 41)]
+    greedy = SamplingParams(max_new_tokens=10, temperature=0.0)
+    calls = []
+    real = engine.generate
+
+    def spy(batch, sampling):
+        calls.append(sorted(len(p) for p in batch))
+        return real(batch, sampling)
+
+    engine.generate = spy  # type: ignore[method-assign]
+    bucketed = LengthBuckets(engine, n=2, min_rows=4)
+    got = bucketed.generate(prompts, greedy)
+    assert calls == [[3, 9, 17], [30, 41]]  # shortest first, then the rest
+    assert [g.token_ids for g in got] == [g.token_ids for g in real(prompts, greedy)]
+    calls.clear()
+    bucketed.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0.8, seed=1))
+    assert len(calls) == 1 and bucketed.version == engine.version
