@@ -176,11 +176,6 @@ def play_shard(
     yield outcome["result"]
 
 
-def shards(problems: Sequence[Problem], n: int) -> list[list[Problem]]:
-    """n interleaved shards (neighbouring problems are often alike in cost)."""
-    return [list(problems[i::n]) for i in range(min(n, len(problems)))]
-
-
 def merge(problems: Sequence[Problem], parts: list[Played]) -> Played:
     """The shards' episodes and start verdicts, in problem order (metrics sum in that order)."""
     records = [r for part, _ in parts for r in part]
@@ -215,7 +210,7 @@ def evaluate_jobs(
     streams: dict[Any, str] = {}
     for model, mine in by_model.items():
         label = mine[0].label()
-        for i in range(n):
+        for i in range(n):  # interleaved: neighbouring problems are often alike in cost
             sets = [(j.benchmark, list(j.problems[i::n])) for j in mine if j.problems[i::n]]
             if sets:
                 for name, _ in sets:
