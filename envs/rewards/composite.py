@@ -147,10 +147,10 @@ class CompositeReward:
 def when_all(futures: Sequence[Future], combine: Callable[[], Any]) -> Future:
     """A Future of `combine()`, run once every one of `futures` is done (at once if none)."""
     out: Future = Future()
-    left = [len(futures)]
+    left = [len(futures) + 1]  # the extra count is released once every callback is set
     lock = threading.Lock()
 
-    def finish(_: Future | None = None) -> None:
+    def release(_: Future | None = None) -> None:
         with lock:
             left[0] -= 1
             if left[0] > 0:
@@ -160,9 +160,7 @@ def when_all(futures: Sequence[Future], combine: Callable[[], Any]) -> Future:
         except BaseException as exc:  # a failed term fails the reward, not the caller
             out.set_exception(exc)
 
-    if not futures:
-        left[0] = 1
-        finish()
     for f in futures:
-        f.add_done_callback(finish)
+        f.add_done_callback(release)
+    release()
     return out
