@@ -65,22 +65,29 @@ class ScriptedPolicy:
         self.version = version
 
 
-def test_evaluate_depth_counts_fixes_per_round(tiny_model_dir):
-    from actorlearner.models import load_tokenizer
+def two_of_four_fixed_in_round_two():
+    """Four synthetic problems and scripted replies: turn 0 restates the buggy code (still
+    wrong); from turn 1 on, the verified fix, but only for the first two problems."""
     from envs.sources import load_problems
     from envs.templates import format_reply
 
     problems = load_problems("synthetic:test", n=4, seed=3)
     fixes = {p.task_id: p.metadata["reference_fixes"][0] for p in problems}
-    tokenizer = load_tokenizer(tiny_model_dir)
 
     def replies(prompt_text: str, turn: int) -> str:
-        # turn 0: restate the buggy code (still wrong); turn 1: the verified fix,
-        # but only for the first two problems; the others keep the bug.
         task = next(p for p in problems if p.metadata["initial_code"].strip()[:40] in prompt_text)
         if turn >= 1 and problems.index(task) < 2:
             return format_reply("The comparison is wrong.", fixes[task.task_id])
         return format_reply("I am not sure.", task.metadata["initial_code"])
+
+    return problems, replies
+
+
+def test_evaluate_depth_counts_fixes_per_round(tiny_model_dir):
+    from actorlearner.models import load_tokenizer
+
+    problems, replies = two_of_four_fixed_in_round_two()
+    tokenizer = load_tokenizer(tiny_model_dir)
 
     metrics = evaluate_depth(
         ScriptedPolicy(tokenizer, replies), tokenizer, problems, rounds=3, num_envs=2
@@ -95,18 +102,9 @@ def test_progress_counts_each_round_once_every_failing_episode_played_it(tiny_mo
     from actorlearner.evaluation.progress import round_line
     from actorlearner.models import load_tokenizer
     from actorlearner.pipeline.depth import play_depth
-    from envs.sources import load_problems
-    from envs.templates import format_reply
 
-    problems = load_problems("synthetic:test", n=4, seed=3)
-    fixes = {p.task_id: p.metadata["reference_fixes"][0] for p in problems}
+    problems, replies = two_of_four_fixed_in_round_two()
     tokenizer = load_tokenizer(tiny_model_dir)
-
-    def replies(prompt_text: str, turn: int) -> str:
-        task = next(p for p in problems if p.metadata["initial_code"].strip()[:40] in prompt_text)
-        if turn >= 1 and problems.index(task) < 2:
-            return format_reply("The comparison is wrong.", fixes[task.task_id])
-        return format_reply("I am not sure.", task.metadata["initial_code"])
 
     counts = []
     play_depth(
