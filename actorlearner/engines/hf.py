@@ -6,8 +6,6 @@ stop costing compute. The loop below left-pads the prompts, prefills once, then
 decodes one token per step and drops finished rows from the batch and the KV cache.
 The cache is written in place (kv_cache.py); with `reuse_prefixes` a multi-turn
 prompt prefills only what follows the states kept from its last turn (prefix_cache.py).
-Rows run longest prompt first, so that decoding attention can read each group of rows
-from its own first token rather than the batch's (grouped_attention.py).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from actorlearner.engines import grouped_attention
 from actorlearner.engines import sampling as sampler
 from actorlearner.engines.base import Generation, SamplingParams
 from actorlearner.engines.kv_cache import growing_cache
@@ -70,7 +67,6 @@ class HFEngine:
 
             model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **dict(lora)))
         self.model = model.eval()
-        grouped_attention.enable(model)
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.prune_finished = prune_finished
@@ -84,22 +80,13 @@ class HFEngine:
         self.prefixes = PrefixCache() if reuse_prefixes else None
 
     # ----------------------------------------------------------------- generation
+    @torch.inference_mode()
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
         """Sample one continuation per prompt; rows leave the batch as soon as they stop."""
         sampler.validate(sampling)
         if not prompts:
             return []
         self._check_prompts(prompts, sampling.max_new_tokens)
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        out = self._generate([prompts[i] for i in order], sampling)
-        gens: list[Generation] = [out[0]] * len(prompts)
-        for i, gen in zip(order, out, strict=True):
-            gens[i] = gen
-        return gens
-
-    @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
-        """`generate` for prompts sorted longest first."""
         gen = None
         if sampling.seed is not None:
             seed = sampler.mix_seed(sampling.seed, self.seed) if self.seed else sampling.seed
