@@ -132,7 +132,11 @@ def run_variant(args: argparse.Namespace, run_dir: Path, name: str, overrides: l
     cfg, state = fresh_variant(args, run_dir, name, overrides)
     row = run_train(cfg, state)
     scalars = read_scalars(cfg.run_dir / "tb")
-    for key in ("staleness/token_mean", "throughput/rollout_tokens_per_s"):
+    for key in (
+        "staleness/token_mean",
+        "throughput/rollout_tokens_per_s",
+        "rollout/mixed_version_episodes",
+    ):
         row[key] = mean_scalar(scalars, key)
     row["staleness/max"] = max((v for _, v in scalars.get("staleness/max", [])), default=0.0)
     row["cfg"] = cfg
@@ -155,18 +159,26 @@ def compare_modes(args: argparse.Namespace, run_dir: Path) -> dict:
         name: run_variant(args, run_dir, name, [*o, f"train.iterations={args.mode_iterations}"])
         for name, o in variants.items()
     }
-    print("\nmode         iter s  rollout s  learn s  token staleness  probe reward first -> last")
+    print(
+        "\nmode         iter s  rollout s  learn s  token staleness  mixed-version episodes  "
+        "probe reward first -> last"
+    )
     for name, r in rows.items():
         first, last = probe_change(r)
         print(
             f"{name:12} {r['iter_s_mean']:6.1f}  {r['rollout_s_mean']:9.1f}  "
             f"{r['learn_s_mean']:7.1f}  {r['staleness/token_mean']:15.2f}  "
-            f"{first:+.2f} -> {last:+.2f}"
+            f"{r['rollout/mixed_version_episodes']:22.2f}  {first:+.2f} -> {last:+.2f}"
         )
     it = {name: r["iter_s_mean"] for name, r in rows.items()}
+    tok = {name: r["throughput/rollout_tokens_per_s"] for name, r in rows.items()}
     gain = {name: probe_change(r)[1] - probe_change(r)[0] for name, r in rows.items()}
     print(f"async iteration / sync iteration: {it['async'] / it['sync']:.2f}")
-    print(f"async+turns iteration / async iteration: {it['async+turns'] / it['async']:.2f}")
+    print(
+        f"async+turns / async: iteration {it['async+turns'] / it['async']:.2f}x, rollout "
+        f"tokens/s {tok['async+turns'] / tok['async']:.2f}x"
+    )
+    print(f"async+turns iteration / sync iteration: {it['async+turns'] / it['sync']:.2f}")
     print(f"probe reward gain, async / sync: {gain['async']:+.2f} / {gain['sync']:+.2f}")
     print(
         f"probe reward gain, async+turns / async: {gain['async+turns']:+.2f} / {gain['async']:+.2f}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,11 +134,19 @@ def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]
         "rollout/solved": terms.pop("solved"),
         "rollout/turns": sum(len(t.turn_ends) for t in trajs) / n,
         "rollout/episodes": float(len(trajs)),
+        # episodes whose replies came from more than one policy version (weights taken
+        # between turns)
+        "rollout/mixed_version_episodes": sum(mixed_versions(t) for t in trajs) / n,
         "throughput/rollout_tokens_per_s": generated / max(seconds, 1e-9),
         "throughput/sandbox_s_per_episode": sum(float(t.stats.get("env_s", 0.0)) for t in trajs)
         / n,
         **terms,
     }
+
+
+def mixed_versions(traj: Trajectory) -> bool:
+    """Whether the episode's generated tokens were sampled by more than one version."""
+    return len({v for v, m in zip(traj.versions, traj.action_mask, strict=True) if m}) > 1
 
 
 def drop_sandbox_errors(batch: list[Trajectory], iteration: int) -> list[Trajectory]:
@@ -184,10 +193,12 @@ def ppo_loop(
     checkpoint_every: int = 5,
     probe_episodes: int = 0,
     max_staleness: int | None = None,
+    before_last: Callable[[], Any] | None = None,
 ) -> LoopStats:
     """Run PPO iterations until `iterations` are done (resuming from the last checkpoint).
 
-    `max_staleness` defaults to the learner's `ppo.max_staleness`.
+    `max_staleness` defaults to the learner's `ppo.max_staleness`; `before_last` runs as
+    the last iteration starts (e.g. to warm up the next stage's workers).
     """
     if max_staleness is None:
         max_staleness = learner.cfg.ppo.max_staleness
@@ -245,6 +256,8 @@ def ppo_loop(
         for it in range(start_it, iterations):
             # One steady-state iteration = update on batch i + produce batch i+1.
             last = it + 1 == iterations
+            if last and before_last is not None:
+                before_last()
             t_iter = time.perf_counter()
             if mode == "async" and not last:
                 pending = pool.submit(timed_rollout)  # made by the current weights, version v

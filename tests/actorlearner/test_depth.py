@@ -288,3 +288,40 @@ def test_cluster_evaluation_matches_in_process(tiny_model_dir, caplog):
             )
             line = f"tiny on {name}, round {rnd}/2: {solved}/{len(ps)} solved, {len(ps) - solved} still failing"
             assert any(x.startswith(line) for x in lines), (line, lines)
+
+
+def _worker_state() -> tuple[int, bool]:
+    import os
+    import sys
+
+    return os.getpid(), "actorlearner.engines.hf" in sys.modules
+
+
+def test_prewarmed_workers_run_the_next_shards_warm(tiny_model_dir):
+    """Workers warmed while every CPU is held by a stage's actors (as during the last PPO
+    update) survive it, and the one-CPU tasks that follow run in them, imports done."""
+    import time
+
+    import ray
+
+    from actorlearner.pipeline.cluster_eval import WorkerShape, prewarm
+    from actorlearner.pipeline.run import worker_env
+    from actorlearner.raycluster import RayRun
+
+    @ray.remote(num_cpus=1)
+    class Busy:
+        def hold(self) -> int:
+            return 1
+
+    with RayRun("local", num_cpus=2, runtime_env=worker_env()):
+        stage = [Busy.remote() for _ in range(2)]  # type: ignore[attr-defined]
+        ray.get([a.hold.remote() for a in stage])
+        warm = set(ray.get(prewarm(str(tiny_model_dir), WorkerShape(num_cpus=1))))
+        assert len(warm) == 2  # one worker per slot
+        time.sleep(3)  # the stage goes on: Ray reaps idle workers it does not keep after 1 s
+        for actor in stage:
+            ray.kill(actor)
+        task = ray.remote(_worker_state).options(num_cpus=1)
+        states = ray.get([task.remote() for _ in range(2)])
+    assert {pid for pid, _ in states} <= warm
+    assert all(imported for _, imported in states)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -408,6 +409,11 @@ def test_weights_change_between_turns_and_tokens_keep_their_versions(tiny_model_
                 model.load_state_dict(new)
             want = forward_logprobs(model, t.token_ids, 1.0)[s:e]
             torch.testing.assert_close(torch.tensor(t.logprobs[s:e]), want, atol=1e-5, rtol=0)
+    from actorlearner.pipeline.train_loop import rollout_metrics
+
+    assert rollout_metrics(trajs, 1.0)["rollout/mixed_version_episodes"] == 1.0
+    one = dataclasses.replace(trajs[0], versions=[])  # every token from policy_version
+    assert rollout_metrics([one, trajs[1]], 1.0)["rollout/mixed_version_episodes"] == 0.5
 
 
 def test_sandbox_errors_are_flagged_and_left_out_of_the_update(engine):
