@@ -145,9 +145,6 @@ def start_private(
                 runtime_env=runtime_env,
                 log_to_driver=log_to_driver,
                 _temp_dir=temp_dir,
-                # idle workers Ray keeps (default: one per CPU): room for the warm
-                # evaluation workers next to the actors of a running stage
-                _system_config={"num_workers_soft_limit": 2 * (num_cpus or os.cpu_count() or 1)},
             )
             return
         except Exception as exc:

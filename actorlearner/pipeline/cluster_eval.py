@@ -176,35 +176,6 @@ def play_shard(
     yield outcome["result"]
 
 
-def warm_worker(model_path: str) -> int:
-    """Import what a shard needs, down to the model's classes (built on the meta device:
-    no weights), so that the shard this worker runs next starts at once."""
-    import os
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    import actorlearner.engines.hf  # noqa: F401
-    from actorlearner.models import check_model_path
-
-    config = AutoConfig.from_pretrained(check_model_path(model_path))
-    with torch.device("meta"):
-        AutoModelForCausalLM.from_config(config)
-    return os.getpid()
-
-
-def prewarm(model_path: str, shape: WorkerShape | None = None) -> list[Any]:
-    """Start one evaluation worker per slot ahead of the evaluation (call it while the
-    cluster has a spare core, e.g. during the last PPO update). Ray hands idle workers
-    to later tasks, so the shards skip the worker start and ~4 s of imports. The warm-up
-    tasks ask for no CPU: they never wait for, or hold back, the work running now."""
-    import ray
-
-    n = (shape or WorkerShape()).slots(ray.cluster_resources())
-    task = ray.remote(warm_worker).options(num_cpus=0, scheduling_strategy="SPREAD")
-    return [task.remote(model_path) for _ in range(n)]  # type: ignore[call-arg]
-
-
 def merge(problems: Sequence[Problem], parts: list[Played]) -> Played:
     """The shards' episodes and start verdicts, in problem order (metrics sum in that order)."""
     records = [r for part, _ in parts for r in part]

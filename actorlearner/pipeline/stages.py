@@ -355,7 +355,6 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
             logger,
             t.checkpoint_every,
             t.probe_episodes,
-            before_last=lambda: _prewarm_evaluation(cfg),
         )
         actors = _latest_nodes(rollouts, actors)
         out = cfg.run_dir / "models" / "ppo"
@@ -370,19 +369,6 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     faults = dict(rollouts.stats)
     return {"model": str(out), "mode": cfg.train.mode, "actors": actors, "faults": faults,
             **stats.summary()}  # fmt: skip
-
-
-def _prewarm_evaluation(cfg: RunConfig) -> None:
-    """Evaluation workers import their libraries during the last PPO update, while the
-    rollout actors idle, instead of at the start of the evaluate stage."""
-    if "evaluate" in cfg.stages:
-        from actorlearner.pipeline.cluster_eval import WorkerShape, prewarm
-
-        r = cfg.rollout
-        prewarm(
-            resolve_model_path(cfg.model.path),
-            WorkerShape(r.num_cpus_per_actor, r.num_gpus_per_actor),
-        )
 
 
 def actor_nodes(info: list[dict[str, Any]]) -> list[dict[str, Any]]:

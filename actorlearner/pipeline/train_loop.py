@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,12 +192,10 @@ def ppo_loop(
     checkpoint_every: int = 5,
     probe_episodes: int = 0,
     max_staleness: int | None = None,
-    before_last: Callable[[], Any] | None = None,
 ) -> LoopStats:
     """Run PPO iterations until `iterations` are done (resuming from the last checkpoint).
 
-    `max_staleness` defaults to the learner's `ppo.max_staleness`; `before_last` runs as
-    the last iteration starts (e.g. to warm up the next stage's workers).
+    `max_staleness` defaults to the learner's `ppo.max_staleness`.
     """
     if max_staleness is None:
         max_staleness = learner.cfg.ppo.max_staleness
@@ -256,8 +253,6 @@ def ppo_loop(
         for it in range(start_it, iterations):
             # One steady-state iteration = update on batch i + produce batch i+1.
             last = it + 1 == iterations
-            if last and before_last is not None:
-                before_last()
             t_iter = time.perf_counter()
             if mode == "async" and not last:
                 pending = pool.submit(timed_rollout)  # made by the current weights, version v
