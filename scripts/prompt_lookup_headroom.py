@@ -55,8 +55,9 @@ def record_shard(args: argparse.Namespace) -> list[Call]:
     generate = hf.HFEngine.generate
 
     def recording(self, prompts, sampling):
+        asked = [list(p) for p in prompts]  # the runner extends its lists after the call
         out = generate(self, prompts, sampling)
-        calls.append([(p, g.token_ids) for p, g in zip(prompts, out, strict=True)])
+        calls.append([(p, g.token_ids) for p, g in zip(asked, out, strict=True)])
         return out
 
     hf.HFEngine.generate = recording  # type: ignore[method-assign]
