@@ -43,3 +43,12 @@ class Trajectory:
     @property
     def total_reward(self) -> float:
         return float(sum(self.rewards))
+
+    @property
+    def sampled_versions(self) -> list[int]:
+        return sampled_versions(self.versions, self.action_mask)
+
+
+def sampled_versions(versions: list[int], action_mask: list[int]) -> list[int]:
+    """The policy versions that sampled an episode's generated tokens, oldest first."""
+    return sorted({v for v, a in zip(versions, action_mask, strict=True) if a})

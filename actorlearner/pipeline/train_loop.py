@@ -135,17 +135,12 @@ def rollout_metrics(trajs: list[Trajectory], seconds: float) -> dict[str, float]
         "rollout/episodes": float(len(trajs)),
         # episodes whose replies came from more than one policy version (weights taken
         # between turns)
-        "rollout/mixed_version_episodes": sum(mixed_versions(t) for t in trajs) / n,
+        "rollout/mixed_version_episodes": sum(len(t.sampled_versions) > 1 for t in trajs) / n,
         "throughput/rollout_tokens_per_s": generated / max(seconds, 1e-9),
         "throughput/sandbox_s_per_episode": sum(float(t.stats.get("env_s", 0.0)) for t in trajs)
         / n,
         **terms,
     }
-
-
-def mixed_versions(traj: Trajectory) -> bool:
-    """Whether the episode's generated tokens were sampled by more than one version."""
-    return len({v for v, m in zip(traj.versions, traj.action_mask, strict=True) if m}) > 1
 
 
 def drop_sandbox_errors(batch: list[Trajectory], iteration: int) -> list[Trajectory]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from actorlearner.chat import user_turn_suffix
 from actorlearner.engines.base import Generation
-from actorlearner.trajectory import Trajectory
+from actorlearner.trajectory import Trajectory, sampled_versions
 
 
 class ReplyText:
@@ -168,7 +168,7 @@ class EpisodeBuilder:
             total_tokens=len(self.ids),
         )
         self.stats.update(stats)
-        sampled = sorted({v for v, a in zip(self.versions, self.mask, strict=True) if a})
+        sampled = sampled_versions(self.versions, self.mask)
         if len(sampled) > 1:
             self.stats["policy_versions"] = sampled
         return Trajectory(
