@@ -41,16 +41,12 @@ def lookup_steps(prompt: list[int], reply: list[int], n: int, k: int) -> tuple[i
 def record_shard(args: argparse.Namespace) -> list[Call]:
     from actorlearner.config import load_config
     from actorlearner.engines import hf
-    from actorlearner.pipeline.cluster_eval import DepthSettings, play_sets
-    from actorlearner.pipeline.stages import eval_env_kwargs, load_problem_set
+    from actorlearner.pipeline.cluster_eval import play_sets
+    from actorlearner.pipeline.stages import depth_settings, load_problem_set
 
     cfg = load_config(args.config)
-    ev = cfg.evaluate
-    sets = [(b, load_problem_set(cfg, b)[:: args.shards]) for b in ev.benchmarks]
-    settings = DepthSettings(
-        ev.rounds, ev.samples_per_task, ev.temperature, ev.max_new_tokens, cfg.seed,
-        cfg.env.id, eval_env_kwargs(cfg),
-    )  # fmt: skip
+    sets = [(b, load_problem_set(cfg, b)[:: args.shards]) for b in cfg.evaluate.benchmarks]
+    settings = depth_settings(cfg)
     calls: list[Call] = []
     generate = hf.HFEngine.generate
 

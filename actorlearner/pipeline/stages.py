@@ -94,6 +94,17 @@ def eval_env_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.env.kwargs.items() if k not in set_by_eval}
 
 
+def depth_settings(cfg: RunConfig) -> Any:
+    """The config's evaluation settings as the cluster evaluation takes them."""
+    from actorlearner.pipeline.cluster_eval import DepthSettings
+
+    ev = cfg.evaluate
+    return DepthSettings(
+        ev.rounds, ev.samples_per_task, ev.temperature, ev.max_new_tokens, cfg.seed,
+        cfg.env.id, eval_env_kwargs(cfg),
+    )  # fmt: skip
+
+
 def eval_engine(cfg: RunConfig) -> str:
     return cfg.rollout.engine if cfg.rollout.engine == "vllm" else "hf"
 
@@ -113,7 +124,6 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     """Refinement-depth evaluation of every model of the run on every benchmark, on the
     cluster's workers; finished (model, benchmark) results are cached with their settings."""
     from actorlearner.pipeline.cluster_eval import (
-        DepthSettings,
         EvalJob,
         WorkerShape,
         evaluate_jobs,
@@ -144,10 +154,7 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
 
     if jobs:
         r = cfg.rollout
-        depth = DepthSettings(
-            ev.rounds, ev.samples_per_task, ev.temperature, ev.max_new_tokens, cfg.seed,
-            cfg.env.id, eval_env_kwargs(cfg),
-        )  # fmt: skip
+        depth = depth_settings(cfg)
         shape = WorkerShape(r.num_cpus_per_actor, r.num_gpus_per_actor)
         evaluate_jobs(jobs, depth, eval_engine(cfg), shape, judge_config(cfg), on_result=store)
     write_summary(cfg, state, results)
