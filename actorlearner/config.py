@@ -96,6 +96,9 @@ class EvalSettings:
     max_problems: int = 0  # 0 = all
     max_new_tokens: int = 256
     judge: TeacherConfig | None = None  # optional explanation judge (an OpenAI-compatible endpoint)
+    # evaluate the base and SFT models while PPO trains, on CPU time PPO leaves idle (CPU
+    # evaluation workers only: a GPU run's GPUs are PPO's until it ends)
+    during_training: bool = True
 
 
 @dataclass

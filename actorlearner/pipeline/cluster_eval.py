@@ -6,6 +6,10 @@ and plays all its episodes together, every problem set's replies of a round in o
 batch. All shards of all models go out at once and Ray spreads them over the nodes.
 The tasks stream each finished round's counts back, so the driver logs progress as it
 happens; it merges the episodes and computes the metrics, as an in-process run would.
+
+`launch(..., idle=True)` evaluates beside other work (models that are final while PPO
+trains): the tasks reserve no CPU and generate at idle CPU priority (engines/idle.py),
+and `EvalRun.in_background` collects them in a driver thread.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from actorlearner.engines.buckets import LengthBuckets
+from actorlearner.engines.idle import IdlePriority
 from actorlearner.evaluation.progress import RoundBoard, RoundCount, round_line
 from actorlearner.pipeline.depth import (
     EpisodeRecord,
@@ -91,22 +96,46 @@ def play_sets(
     settings: DepthSettings,
     threads: int = 1,
     progress: Callable[[RoundCount], None] | None = None,
+    idle: bool = False,
 ) -> ShardResult:
     """One worker: load the model once and play every episode of its problem sets,
-    sets with distinct task ids together (one batch per round)."""
-    import torch
-
-    from actorlearner.engines import make_engine
-    from actorlearner.models import load_tokenizer
-
+    sets with distinct task ids together (one batch per round); with `idle`, loading the
+    model and generating run at idle CPU priority."""
     start = time.perf_counter()
-    torch.set_num_threads(threads)
-    # fixed weights: each round prefills only the new feedback, not the whole episode
-    reuse = {"reuse_prefixes": True} if engine_kind == "hf" else {}
-    engine = make_engine(engine_kind, model_path, **reuse)
-    if engine_kind == "hf":  # CPU/GPU attention reads the padded cache: group by length
-        engine = LengthBuckets(engine)
-    tokenizer = getattr(engine, "tokenizer", None) or load_tokenizer(model_path)
+
+    def build() -> Any:
+        import torch
+
+        from actorlearner.engines import make_engine
+
+        torch.set_num_threads(threads)
+        # fixed weights: each round prefills only the new feedback, not the whole episode
+        reuse = {"reuse_prefixes": True} if engine_kind == "hf" else {}
+        engine = make_engine(engine_kind, model_path, **reuse)
+        # CPU/GPU attention reads the padded cache: group by length
+        return LengthBuckets(engine) if engine_kind == "hf" else engine
+
+    engine = IdlePriority(build) if idle else build()
+    try:
+        out = _play(engine, model_path, sets, settings, progress)
+    finally:
+        if isinstance(engine, IdlePriority):
+            engine.close()
+    return out, time.perf_counter() - start
+
+
+def _play(
+    engine: Any,
+    model_path: str,
+    sets: Sequence[tuple[str, Sequence[Problem]]],
+    settings: DepthSettings,
+    progress: Callable[[RoundCount], None] | None,
+) -> dict[str, Played]:
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:
+        from actorlearner.models import load_tokenizer
+
+        tokenizer = load_tokenizer(model_path)
     out: dict[str, Played] = {}
     for batch in disjoint(sets):
         problems = [p for _, ps in batch for p in ps]
@@ -124,7 +153,7 @@ def play_sets(
                 [r for r in records if r.task_id in ids],
                 {t: v for t, v in passed.items() if t in ids},
             )
-    return out, time.perf_counter() - start
+    return out
 
 
 def disjoint(
@@ -150,6 +179,7 @@ def play_shard(
     sets: Sequence[tuple[str, Sequence[Problem]]],
     settings: DepthSettings,
     threads: int = 1,
+    idle: bool = False,
 ) -> Iterator[RoundCount | ShardResult]:
     """`play_sets` as a streaming Ray task: yields each finished round's counts as they
     come, then the result."""
@@ -159,7 +189,7 @@ def play_shard(
     def work() -> None:
         try:
             outcome["result"] = play_sets(
-                model_path, engine_kind, sets, settings, threads, progress=events.put
+                model_path, engine_kind, sets, settings, threads, events.put, idle
             )
         except BaseException as exc:  # re-raised in the task below
             outcome["error"] = exc
@@ -195,53 +225,136 @@ def evaluate_jobs(
     slot); logs one line per model, problem set and finished round; `on_result` sees
     each job's metrics as soon as its model's shards are back (finished work is cached
     early)."""
+    return launch(jobs, settings, engine_kind, shape).collect(judge, on_result)
+
+
+def launch(
+    jobs: Sequence[EvalJob],
+    settings: DepthSettings,
+    engine_kind: str = "hf",
+    shape: WorkerShape | None = None,
+    idle: bool = False,
+) -> EvalRun:
+    """Send out every shard of every job's model; `idle` tasks reserve no CPU and
+    generate at idle priority (CPU workers only: a GPU worker needs its GPU)."""
     import ray
 
     shape = shape or WorkerShape()
+    if idle and shape.num_gpus:
+        raise ValueError("idle evaluation runs on CPU workers only; this shape needs GPUs")
     n = shape.slots(ray.cluster_resources())
     threads = max(1, int(shape.num_cpus))
+    reserve = {"num_cpus": 0} if idle else {"num_cpus": shape.num_cpus}
     task = ray.remote(play_shard).options(
-        num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD"
+        **reserve, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD"
     )
-    by_model: dict[str, list[EvalJob]] = defaultdict(list)
-    for job in jobs:
-        by_model[job.model].append(job)
-    board = RoundBoard(lambda model, count: log.info(round_line(model, count)))
-    streams: dict[Any, str] = {}
-    for model, mine in by_model.items():
+    run = EvalRun(settings, idle)
+    for model, mine in _by_model(jobs).items():
+        run.jobs[model] = mine
         label = mine[0].label()
         for i in range(n):  # interleaved: neighbouring problems are often alike in cost
             sets = [(j.benchmark, list(j.problems[i::n])) for j in mine if j.problems[i::n]]
             if sets:
                 for name, _ in sets:
-                    board.expect(label, name)
-                ref = task.remote(model, engine_kind, sets, settings, threads)  # type: ignore[call-arg]
-                streams[ref] = model
+                    run.board.expect(label, name)
+                ref = task.remote(model, engine_kind, sets, settings, threads, idle)  # type: ignore[call-arg]
+                run.streams[ref] = model
+                run.shards[model] += 1
         sizes = ", ".join(f"{j.benchmark} ({len(j.problems)} problems)" for j in mine)
-        log.info("%s: evaluating on %s, %d rounds", label, sizes, settings.rounds)
-    parts: dict[str, list[ShardResult]] = defaultdict(list)
-    shard_count = {m: list(streams.values()).count(m) for m in by_model}
-    results: dict[tuple[str, str], dict[str, Any]] = {}
-    while streams:
-        ready: list[Any] = ray.wait(list(streams), num_returns=1)[0]
-        for stream in ready:
-            model = streams[stream]
+        when = " at idle CPU priority" if idle else ""
+        log.info("%s: evaluating on %s, %d rounds%s", label, sizes, settings.rounds, when)
+    return run
+
+
+def _by_model(jobs: Sequence[EvalJob]) -> dict[str, list[EvalJob]]:
+    by_model: dict[str, list[EvalJob]] = defaultdict(list)
+    for job in jobs:
+        by_model[job.model].append(job)
+    return by_model
+
+
+class EvalRun:
+    """The shards of launched evaluation jobs, in flight; `collect` gathers them."""
+
+    def __init__(self, settings: DepthSettings, idle: bool = False):
+        self.settings = settings
+        self.idle = idle
+        self.jobs: dict[str, list[EvalJob]] = {}
+        self.streams: dict[Any, str] = {}
+        self.shards: dict[str, int] = defaultdict(int)
+        self.board = RoundBoard(lambda model, count: log.info(round_line(model, count)))
+
+    def collect(
+        self,
+        judge: Any = None,
+        on_result: Callable[[EvalJob, dict[str, Any]], None] | None = None,
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Wait for every shard, logging rounds as they finish; metrics per (model,
+        benchmark), each handed to `on_result` as soon as its model is complete."""
+        import ray
+
+        parts: dict[str, list[ShardResult]] = defaultdict(list)
+        results: dict[tuple[str, str], dict[str, Any]] = {}
+        while self.streams:
+            ready: list[Any] = ray.wait(list(self.streams), num_returns=1)[0]
+            for stream in ready:
+                model = self.streams[stream]
+                try:
+                    item: Any = ray.get(next(stream))
+                except StopIteration:
+                    del self.streams[stream]
+                    continue
+                if isinstance(item, RoundCount):
+                    self.board.add(self.jobs[model][0].label(), item)
+                    continue
+                parts[model].append(item)
+                if len(parts[model]) == self.shards[model]:
+                    for job in self.jobs[model]:
+                        metrics = score_job(job, parts[model], self.settings, judge)
+                        metrics["idle_priority"] = self.idle
+                        results[(job.model, job.benchmark)] = metrics
+                        if on_result is not None:
+                            on_result(job, metrics)
+        return results
+
+    def in_background(
+        self,
+        judge: Any = None,
+        on_result: Callable[[EvalJob, dict[str, Any]], None] | None = None,
+    ) -> BackgroundEval:
+        """Collect in a driver thread, while the driver goes on with other work."""
+        return BackgroundEval(self, judge, on_result)
+
+
+class BackgroundEval:
+    """An `EvalRun` collected by a daemon thread; `wait` joins it."""
+
+    def __init__(self, run: EvalRun, judge: Any, on_result: Any):
+        self.jobs = [job for mine in run.jobs.values() for job in mine]
+        self.results: dict[tuple[str, str], dict[str, Any]] = {}
+        self.error: BaseException | None = None
+
+        def store(job: EvalJob, metrics: dict[str, Any]) -> None:
+            self.results[(job.model, job.benchmark)] = metrics
+            if on_result is not None:
+                on_result(job, metrics)
+
+        def work() -> None:
             try:
-                item: Any = ray.get(next(stream))
-            except StopIteration:
-                del streams[stream]
-                continue
-            if isinstance(item, RoundCount):
-                board.add(by_model[model][0].label(), item)
-                continue
-            parts[model].append(item)
-            if len(parts[model]) == shard_count[model]:
-                for job in by_model[model]:
-                    metrics = score_job(job, parts[model], settings, judge)
-                    results[(job.model, job.benchmark)] = metrics
-                    if on_result is not None:
-                        on_result(job, metrics)
-    return results
+                run.collect(judge, store)
+            except BaseException as exc:  # reported by `wait`; the stage redoes what is missing
+                self.error = exc
+
+        self._thread = threading.Thread(target=work, name="eval-in-background", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The metrics of every job that finished; a failure is logged, not raised, so the
+        caller can evaluate what is missing itself."""
+        self._thread.join()
+        if self.error is not None:
+            log.warning("background evaluation failed (%s); redoing what it left", self.error)
+        return dict(self.results)
 
 
 def score_job(

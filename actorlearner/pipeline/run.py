@@ -60,13 +60,13 @@ def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool =
     plan = make_plan(cfg)
     ray = init_ray(cfg)
     check_fits(plan, ray.cluster_resources())
-    state = RunState(run_dir, resume=resume)
+    state = RunState(run_dir, resume=resume, planned=list(stages or cfg.stages))
     timings: dict[str, float] = (
         json.loads((run_dir / "timings.json").read_text())
         if (run_dir / "timings.json").exists()
         else {}
     )
-    for stage in stages or cfg.stages:
+    for stage in state.planned:
         if resume and state.done(stage) and stages is None and stage not in REENTERED:
             log.info("stage %s already done; skipping (use --no-resume to redo)", stage)
             continue

@@ -120,44 +120,89 @@ def cached_result(path: Path, settings: dict[str, Any], resume: bool) -> dict[st
     return cached
 
 
-def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
-    """Refinement-depth evaluation of every model of the run on every benchmark, on the
-    cluster's workers; finished (model, benchmark) results are cached with their settings."""
-    from actorlearner.pipeline.cluster_eval import (
-        EvalJob,
-        WorkerShape,
-        evaluate_jobs,
-    )
+class EvalTodo:
+    """The (model, benchmark) evaluations of `models` that no cache holds yet (`jobs`),
+    and `results` per model name and benchmark, which `store` fills and caches."""
 
-    ev = cfg.evaluate
-    cache_dir = cfg.run_dir / "eval"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    problem_sets = {b: _eval_problems(cfg, b) for b in ev.benchmarks}
-    results: dict[str, dict[str, Any]] = {}
-    jobs, where = [], {}
-    for name, path in models_to_evaluate(cfg, state).items():
-        for bench, problems in problem_sets.items():
-            settings = eval_settings(cfg, path, bench, len(problems))
-            cached = cache_dir / f"{name}__{bench.replace(':', '_').replace('/', '_')}.json"
-            hit = cached_result(cached, settings, state.resume)
-            results.setdefault(name, {})[bench] = hit
-            if hit is None:
-                jobs.append(EvalJob(bench, path, problems, name))
-                where[(path, bench)] = (name, cached, settings)
+    def __init__(self, cfg: RunConfig, state: RunState, models: dict[str, str]):
+        from actorlearner.pipeline.cluster_eval import EvalJob
 
-    def store(job: EvalJob, metrics: dict[str, Any]) -> None:
-        name, cached, settings = where[(job.model, job.benchmark)]
+        cache_dir = cfg.run_dir / "eval"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.jobs: list[EvalJob] = []
+        self._where: dict[tuple[str, str], tuple[str, Path, dict[str, Any]]] = {}
+        for bench in cfg.evaluate.benchmarks:
+            problems = _eval_problems(cfg, bench)
+            for name, path in models.items():
+                settings = eval_settings(cfg, path, bench, len(problems))
+                cached = cache_dir / f"{name}__{bench.replace(':', '_').replace('/', '_')}.json"
+                hit = cached_result(cached, settings, state.resume)
+                self.results.setdefault(name, {})[bench] = hit
+                if hit is None:
+                    self.jobs.append(EvalJob(bench, path, problems, name))
+                    self._where[(path, bench)] = (name, cached, settings)
+
+    def store(self, job: Any, metrics: dict[str, Any]) -> None:
+        name, cached, settings = self._where[(job.model, job.benchmark)]
         metrics["settings"] = settings
         write_json_atomic(cached, metrics)
-        results[name][job.benchmark] = metrics
+        self.keep(job, metrics)
         log.info("%s on %s: pass@1 by round %s", name, job.benchmark, metrics["pass@1"])
 
-    if jobs:
-        r = cfg.rollout
-        depth = depth_settings(cfg)
-        shape = WorkerShape(r.num_cpus_per_actor, r.num_gpus_per_actor)
-        evaluate_jobs(jobs, depth, eval_engine(cfg), shape, judge_config(cfg), on_result=store)
-    write_summary(cfg, state, results)
+    def keep(self, job: Any, metrics: dict[str, Any]) -> None:
+        """Record metrics another `EvalTodo` has stored already."""
+        self.results[self._where[(job.model, job.benchmark)][0]][job.benchmark] = metrics
+
+    def wanted(self, job: Any) -> bool:
+        return (job.model, job.benchmark) in self._where
+
+
+def eval_shape(cfg: RunConfig) -> Any:
+    """An evaluation worker is the size of a rollout actor."""
+    from actorlearner.pipeline.cluster_eval import WorkerShape
+
+    return WorkerShape(cfg.rollout.num_cpus_per_actor, cfg.rollout.num_gpus_per_actor)
+
+
+def evaluate_during_training(cfg: RunConfig, state: RunState) -> None:
+    """Start evaluating the models that are final before PPO (base, SFT) while it trains,
+    at idle CPU priority; the evaluate stage of this invocation collects the results."""
+    shape = eval_shape(cfg)
+    if not cfg.evaluate.during_training or "evaluate" not in state.planned or shape.num_gpus:
+        return
+    from actorlearner.pipeline.cluster_eval import launch
+
+    final = {k: v for k, v in models_to_evaluate(cfg, state).items() if k != "ppo"}
+    todo = EvalTodo(cfg, state, final)
+    if todo.jobs:
+        run = launch(todo.jobs, depth_settings(cfg), eval_engine(cfg), shape, idle=True)
+        state.pending["evaluate"] = run.in_background(judge_config(cfg), todo.store)
+
+
+def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
+    """Refinement-depth evaluation of every model of the run on every benchmark, on the
+    cluster's workers; finished (model, benchmark) results are cached with their settings.
+    Evaluations started during PPO are collected, not redone."""
+    from actorlearner.pipeline.cluster_eval import launch
+
+    todo = EvalTodo(cfg, state, models_to_evaluate(cfg, state))
+    background = state.pending.pop("evaluate", None)
+    started = {(j.model, j.benchmark) for j in background.jobs} if background else set()
+    depth, engine, judge = depth_settings(cfg), eval_engine(cfg), judge_config(cfg)
+    fresh = [j for j in todo.jobs if (j.model, j.benchmark) not in started]
+    runs = [launch(fresh, depth, engine, eval_shape(cfg))] if fresh else []
+    if background is not None:
+        done = background.wait()
+        left = [j for j in background.jobs if todo.wanted(j) and (j.model, j.benchmark) not in done]
+        for job in background.jobs:
+            if todo.wanted(job) and (job.model, job.benchmark) in done:
+                todo.keep(job, done[(job.model, job.benchmark)])
+        if left:
+            runs.append(launch(left, depth, engine, eval_shape(cfg)))
+    for run in runs:
+        run.collect(judge, todo.store)
+    write_summary(cfg, state, todo.results)
     return {"summary": str(cfg.run_dir / "summary.json")}
 
 
@@ -351,6 +396,7 @@ def run_train(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     logger = MetricsLogger(cfg.run_dir / "tb")
     try:
         actors = actor_nodes(rollouts.wait_ready())
+        evaluate_during_training(cfg, state)  # after the actors and ranks have started
         t = cfg.train
         stats = ppo_loop(
             rollouts,

@@ -10,10 +10,15 @@ from actorlearner.pipeline.report import write_json_atomic
 
 
 class RunState:
-    """Finished stages and their outputs; `resume` says whether caches may be reused."""
+    """Finished stages and their outputs; `resume` says whether caches may be reused.
 
-    def __init__(self, run_dir: Path, resume: bool = True):
+    Two things live only in memory, for one invocation: `planned`, the stages it runs,
+    and `pending`, work one stage started for a later one (evaluation during PPO)."""
+
+    def __init__(self, run_dir: Path, resume: bool = True, planned: list[str] | None = None):
         self.resume = resume
+        self.planned = list(planned or [])
+        self.pending: dict[str, Any] = {}
         self.path = run_dir / "state.json"
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data.setdefault("done", {})

@@ -274,6 +274,7 @@ def test_cluster_evaluation_matches_in_process(tiny_model_dir, caplog):
         assert remote[1] == local[name][1]
         got = metrics[(model, name)]
         assert got.pop("workers") == 2 and got.pop("eval_s") > 0
+        assert got.pop("idle_priority") is False
         assert got == depth_metrics(*local[name], rounds=2)
     for stream in streams:  # each shard streamed every set's rounds 1 and 2 before its result
         counts = [(c.group, c.round) for c in stream[:-1] if isinstance(c, RoundCount)]

@@ -177,6 +177,9 @@ def test_job_submit_runs_every_stage(submitted_run):
         assert len(m["pass@1"]) == 3 and m["num_tasks"] == 3  # rounds 0..2
         assert m["settings"]["rounds"] == 2 and m["settings"]["num_problems"] == 3
         assert m["workers"] == 3  # 4 CPUs of evaluation workers, one shard per problem
+    # base and SFT are final before PPO: they were evaluated while it trained
+    idle = {name: r["synthetic:test"]["idle_priority"] for name, r in summary["results"].items()}
+    assert idle == {"base": True, "sft": True, "ppo": False}
     assert summary["collect"]["total"]["correct_refinements"] > 0
     assert summary["train"]["iterations"] == 2 and len(summary["train"]["reward_history"]) == 2
     history = summary["train"]["reward_history"]
