@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from actorlearner.collect.config import CollectSettings
@@ -372,4 +372,13 @@ def reward_terms(cfg: RunConfig) -> list[dict[str, Any]]:
 
 
 def to_yaml(cfg: Any) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The config as YAML that loads again: keys a run derives itself are left out."""
+    node = OmegaConf.structured(cfg)
+    if isinstance(cfg, RunConfig):
+        for path in _DERIVED:
+            parent, _, leaf = path.rpartition(".")
+            section = OmegaConf.select(node, parent)
+            if section is not None and leaf in section:
+                with open_dict(section):
+                    del section[leaf]
+    return OmegaConf.to_yaml(node)

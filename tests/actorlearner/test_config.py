@@ -270,3 +270,15 @@ def test_env_settings_reach_training_and_evaluation():
     assert rc.env_kwargs["max_text_chars"] == 9000 and rc.env_kwargs["max_turns"] == 5
     assert rc.env_kwargs["rewards"] == cfg.train.rewards and rc.env_kwargs["pool"] == "pool.jsonl"
     assert eval_env_kwargs(cfg) == {"max_text_chars": 9000}  # turns are evaluate.rounds
+
+
+def test_a_runs_written_config_loads_again(tmp_path):
+    """runs/<name>/config.yaml reruns as it is: keys the run derives are not written."""
+    from actorlearner.config import load_config, to_yaml
+
+    cfg = load_config("configs/tiny_cpu.yaml", ["train.iterations=3", "rollout.temperature=0.7"])
+    written = tmp_path / "config.yaml"
+    written.write_text(to_yaml(cfg))
+    assert "temperature: 0.7" in written.read_text()
+    again = load_config(written)
+    assert again == cfg and again.train.iterations == 3
