@@ -128,7 +128,9 @@ def test_idle_evaluation_finishes_while_every_cpu_is_reserved(tiny_model_dir):
         ray.kill(holder)
         want = evaluate_jobs(jobs, settings)
     idle_metrics, normal_metrics = got[(model, "synthetic:test")], want[(model, "synthetic:test")]
-    assert idle_metrics.pop("idle_priority") is True and normal_metrics.pop("idle_priority") is False
+    assert (
+        idle_metrics.pop("idle_priority") is True and normal_metrics.pop("idle_priority") is False
+    )
     for m in (idle_metrics, normal_metrics):
         m.pop("eval_s")
     assert idle_metrics == normal_metrics and idle_metrics["num_tasks"] == 4
