@@ -141,3 +141,28 @@ def test_idle_launch_refuses_gpu_workers():
 
     with pytest.raises(ValueError, match="CPU workers only"):
         launch([], DepthSettings(rounds=1), shape=WorkerShape(1, 1), idle=True)
+
+
+def test_failed_background_evaluation_is_reported_not_raised(tiny_model_dir, tmp_path, caplog):
+    """A background shard that fails (here: its model is gone) leaves the job out of
+    `wait`'s results, with one warning, so the evaluate stage can redo it itself."""
+    import logging
+
+    from actorlearner.pipeline.cluster_eval import DepthSettings, EvalJob, launch
+    from actorlearner.pipeline.run import worker_env
+    from actorlearner.raycluster import RayRun
+    from envs.sources import load_problems
+
+    problems = load_problems("synthetic:test", n=2, seed=5)
+    good = EvalJob("synthetic:test", str(tiny_model_dir), problems, "tiny")
+    gone = EvalJob("synthetic:test", str(tmp_path / "deleted_model"), problems, "gone")
+    caplog.set_level(logging.WARNING, logger="actorlearner")
+    with RayRun("local", num_cpus=2, runtime_env=worker_env()):
+        run = launch([good, gone], DepthSettings(rounds=1, max_new_tokens=6), idle=True)
+        background = run.in_background()
+        done = background.wait()
+    assert background.error is not None
+    assert (gone.model, gone.benchmark) not in done
+    assert set(done) <= {(good.model, good.benchmark)}  # whatever finished before the failure
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("background evaluation failed" in w for w in warnings), warnings

@@ -51,12 +51,17 @@ def short_overrides(model_dir: Path, out_dir: Path) -> list[str]:
     ]
 
 
-def node_ports() -> list[str]:
-    """Every port a node opens, free ones, so this cluster never meets another on the machine."""
+def node_ports(taken: tuple[int, ...] = ()) -> list[str]:
+    """Every port a node opens, free ones, so this cluster never meets another on the
+    machine; the worker port range holds none of them nor any port in `taken`."""
     names = ("node-manager-port", "object-manager-port", "metrics-export-port",
              "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")  # fmt: skip
+    ports = {n: _free_port() for n in names}
+    used = set(ports.values()) | set(taken)
     low = _free_port() // 100 * 100
-    return [f"--{n}={_free_port()}" for n in names] + [
+    while any(low <= u <= low + 99 for u in used):
+        low = _free_port() // 100 * 100
+    return [f"--{n}={v}" for n, v in ports.items()] + [
         f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]  # fmt: skip
 
 
@@ -76,8 +81,9 @@ class Cluster:
         args = [f"--address={self.gcs}", "--num-cpus=2", '--resources={"worker_node": 2}',
                 f"--temp-dir={self.tmp / f'worker{self.starts}'}", *node_ports()]  # fmt: skip
         # joining by address, `ray start` sends the token only in token mode (as the README says)
-        self.worker = _ray_start(args, {**os.environ, "RAY_AUTH_MODE": "token"})
-        _wait_nodes(self.dashboard, 2, timeout_s=240)
+        log = self.tmp / f"worker{self.starts}.log"
+        self.worker = _ray_start(args, log, {**os.environ, "RAY_AUTH_MODE": "token"})
+        _wait_nodes(self.dashboard, 2, timeout_s=240, node=self.worker)
 
     def stop_worker(self) -> None:
         assert self.worker is not None
@@ -85,10 +91,23 @@ class Cluster:
         self.worker = None
 
 
-def _ray_start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`ray start --block` in its own process group: ending the group stops only this node."""
-    return subprocess.Popen(["ray", "start", "--block", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
+def _ray_start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`ray start --block` in its own process group (ending the group stops only this
+    node), its output in `log`, which `_wait_nodes` shows if the node dies."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["ray", "start", "--block", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+class NodeDied(RuntimeError):
+    """`ray start` exited before its node joined."""
+
+
+def _tail(node: subprocess.Popen) -> str:
+    log = getattr(node, "log", None)
+    return log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -105,11 +124,16 @@ def _client(dashboard: str):
     return JobSubmissionClient(dashboard)
 
 
-def _wait_nodes(dashboard: str, count: int, timeout_s: float = 240) -> None:
+def _wait_nodes(
+    dashboard: str, count: int, timeout_s: float = 240, node: subprocess.Popen | None = None
+) -> None:
+    """Until `count` nodes are alive; fails at once, with its output, if `node` exits."""
     from ray.util.state import list_nodes
 
     deadline, seen = time.time() + timeout_s, ""
     while time.time() < deadline:
+        if node is not None and node.poll() is not None:
+            raise NodeDied(f"`ray start` exited with {node.returncode}:\n{_tail(node)}")
         try:
             alive = [n for n in list_nodes(address=dashboard) if n.state == "ALIVE"]
             if len(alive) == count:
@@ -118,7 +142,10 @@ def _wait_nodes(dashboard: str, count: int, timeout_s: float = 240) -> None:
         except Exception as exc:  # the dashboard is still starting
             seen = repr(exc)[:300]
         time.sleep(2)
-    pytest.fail(f"the cluster did not reach {count} live nodes in {timeout_s} s (last: {seen})")
+    tail = f"\n`ray start` said:\n{_tail(node)}" if node is not None else ""
+    pytest.fail(
+        f"the cluster did not reach {count} live nodes in {timeout_s} s (last: {seen}){tail}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +156,24 @@ def cluster(tmp_path_factory):
     if not token_available():  # Ray's own first step on a new machine
         subprocess.run(["ray", "get-auth-token", "--generate"], check=True, capture_output=True)
     tmp = tmp_path_factory.mktemp("ray")
-    port, dash = _free_port(), _free_port()
-    head = _ray_start(["--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
-                       f"--dashboard-port={dash}", f"--ray-client-server-port={_free_port()}",
-                       f"--temp-dir={tmp / 'head'}", *node_ports()])  # fmt: skip
     from ray._private.services import get_node_ip_address
 
-    c = Cluster(f"http://127.0.0.1:{dash}", f"{get_node_ip_address()}:{port}", head, None, tmp)
     use_token_if_available()  # this process reads job logs through Ray's SDK
+    for attempt in (1, 2):  # free ports are picked, then bound: another program may win one
+        port, dash, client = _free_port(), _free_port(), _free_port()
+        head = _ray_start(["--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
+                           f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+                           f"--temp-dir={tmp / f'head{attempt}'}", *node_ports((port, dash, client))],
+                          tmp / f"head{attempt}.log")  # fmt: skip
+        c = Cluster(f"http://127.0.0.1:{dash}", f"{get_node_ip_address()}:{port}", head, None, tmp)
+        try:
+            _wait_nodes(c.dashboard, 1, node=head)
+            break
+        except NodeDied:
+            if attempt == 2:
+                raise
+            print(f"the head did not start, once more with other ports:\n{_tail(head)}")
     try:
-        _wait_nodes(c.dashboard, 1)
         c.start_worker()
         yield c
     finally:
