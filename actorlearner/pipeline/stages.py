@@ -190,16 +190,19 @@ def run_evaluate(cfg: RunConfig, state: RunState) -> dict[str, Any]:
     background = state.pending.pop("evaluate", None)
     started = {(j.model, j.benchmark) for j in background.jobs} if background else set()
     depth, engine, judge = depth_settings(cfg), eval_engine(cfg), judge_config(cfg)
+    shape = eval_shape(cfg)
     fresh = [j for j in todo.jobs if (j.model, j.benchmark) not in started]
-    runs = [launch(fresh, depth, engine, eval_shape(cfg))] if fresh else []
+    runs = [launch(fresh, depth, engine, shape)] if fresh else []
     if background is not None:
-        done = background.wait()
-        left = [j for j in background.jobs if todo.wanted(j) and (j.model, j.benchmark) not in done]
-        for job in background.jobs:
-            if todo.wanted(job) and (job.model, job.benchmark) in done:
-                todo.keep(job, done[(job.model, job.benchmark)])
+        done, left = background.wait(), []
+        for job in filter(todo.wanted, background.jobs):  # not read from the cache above
+            key = (job.model, job.benchmark)
+            if key in done:
+                todo.keep(job, done[key])
+            else:
+                left.append(job)
         if left:
-            runs.append(launch(left, depth, engine, eval_shape(cfg)))
+            runs.append(launch(left, depth, engine, shape))
     for run in runs:
         run.collect(judge, todo.store)
     write_summary(cfg, state, todo.results)
