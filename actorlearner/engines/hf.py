@@ -18,10 +18,11 @@ from transformers import PreTrainedTokenizerBase
 
 from actorlearner.engines import sampling as sampler
 from actorlearner.engines.base import Generation, SamplingParams
-from actorlearner.engines.kv_cache import growing_cache
+from actorlearner.engines.kv_cache import compact_order, growing_cache
 from actorlearner.engines.prefix_cache import (
     PrefixCache,
     cached_prefill,
+    common_start,
     reuse_supported,
     row_kv,
 )
@@ -29,6 +30,9 @@ from actorlearner.engines.prefix_cache import (
 # Keys a learner may send along with the policy that an inference engine has no use for.
 _IGNORED_PREFIXES = ("v_head.", "value_head.", "score.")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
+# New episodes of a batch start alike (system prompt, instructions); a shorter common
+# start is not worth its own prefill call.
+MIN_SHARED_START = 16
 
 
 class HFEngine:
@@ -130,7 +134,7 @@ class HFEngine:
             if last or not bool(alive.any()):
                 break
             if self.prune_finished and not bool(alive.all()):
-                idx = alive.nonzero().squeeze(-1)
+                idx = compact_order(alive)
                 cache.batch_select_indices(idx)
                 rows, next_ids, mask, last_pos = rows[idx], next_ids[idx], mask[idx], last_pos[idx]
                 alive = alive[idx]
@@ -157,10 +161,27 @@ class HFEngine:
         config = getattr(self.model, "config", None)
         if self.prefixes is not None:
             self.prefixes.next_call()
+            self._share_start(prompts)
             reused = cached_prefill(self.prefixes, prompts, mask, config, max_new)
             if reused is not None:
                 return reused
         return growing_cache(config, max_new), 0
+
+    def _share_start(self, prompts: list[list[int]]) -> None:
+        """Prefill the start that this call's new episodes share once, for all of them
+        (each row then prefills only what follows it)."""
+        assert self.prefixes is not None
+        fresh = [p for p in prompts if not self.prefixes.covers(p)]
+        if len(fresh) < 2 or (n := common_start(fresh)) < MIN_SHARED_START:
+            return
+        cache = growing_cache(getattr(self.model, "config", None), 0)
+        self.model(
+            input_ids=torch.tensor([fresh[0][:n]], device=self.device),
+            position_ids=torch.arange(n, device=self.device)[None],
+            **self._fwd_kw(cache),
+        )
+        if reuse_supported(cache):
+            self.prefixes.share(fresh[0][:n], row_kv(cache, 0, 0))
 
     def _keep(
         self,

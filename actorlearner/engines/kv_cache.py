@@ -21,6 +21,16 @@ except ImportError:  # pragma: no cover - depends on the installed transformers
     DynamicLayer = None  # type: ignore[misc,assignment]
 
 
+def compact_order(alive: torch.Tensor) -> torch.Tensor:
+    """The rows to keep when the finished ones leave the batch: live rows stay in their
+    slots, and those past the new batch size fill the freed slots (so a cache moves one
+    row per finished row instead of copying every live one)."""
+    n = int(alive.sum())
+    order = torch.arange(n, device=alive.device)
+    order[(~alive[:n]).nonzero().squeeze(-1)] = alive[n:].nonzero().squeeze(-1) + n
+    return order
+
+
 def growing_cache(config: Any, reserve: int) -> DynamicCache:
     """A `DynamicCache` whose full-attention layers reserve `reserve` extra positions
     (the reply's tokens) at the first write; sliding-window and other layers are kept."""
@@ -67,9 +77,20 @@ if DynamicLayer is not None:
             return self.length
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.length:
+            """Keep rows `indices`. An order from `compact_order` (rows past the new
+            size move into freed slots) is done in place: only the moved rows are
+            copied, not the whole cache."""
+            if not self.length:
+                return
+            n = len(indices)
+            moved = (indices != torch.arange(n, device=indices.device)).nonzero().squeeze(-1)
+            src = indices[moved]
+            if bool((src >= n).all()):
+                self._k[moved], self._v[moved] = self._k[src], self._v[src]
+                self._k, self._v = self._k[:n], self._v[:n]
+            else:
                 self._k, self._v = self._k[indices], self._v[indices]
-                self._views()
+            self._views()
 
         def reset(self) -> None:
             self.length = 0

@@ -25,24 +25,44 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [heads, 
 
 
 class PrefixCache:
-    """The KV states of recently finished rows, keyed by the tokens they cover."""
+    """The KV states of recently finished rows, keyed by the tokens they cover, and of
+    the start that new episodes share (a system prompt, the instructions: `shared`)."""
 
-    def __init__(self, max_age: int = 4):
+    def __init__(self, max_age: int = 4, max_shared: int = 4):
         # generate calls an entry waits for its next turn: a round may be several calls
         # (the runner's two halves, length buckets)
         self.max_age = max_age
+        self.max_shared = max_shared
         self.calls = 0
         self.entries: dict[tuple[int, ...], tuple[int, KV]] = {}
+        self.shared: dict[tuple[int, ...], KV] = {}  # kept until cleared, never taken
 
     def clear(self) -> None:
         self.entries.clear()
+        self.shared.clear()
 
     def take(self, prompt: list[int]) -> tuple[int, KV] | None:
-        """The longest stored prefix of `prompt` that leaves a token to feed (removed)."""
-        for n in sorted({len(k) for k in self.entries}, reverse=True):
-            if n < len(prompt) and (key := tuple(prompt[:n])) in self.entries:
+        """The longest stored prefix of `prompt` that leaves a token to feed (a row's
+        entry is removed, a shared start stays)."""
+        for n in sorted({len(k) for k in (*self.entries, *self.shared)}, reverse=True):
+            if n >= len(prompt):
+                continue
+            key = tuple(prompt[:n])
+            if key in self.entries:
                 return n, self.entries.pop(key)[1]
+            if key in self.shared:
+                return n, self.shared[key]
         return None
+
+    def covers(self, prompt: list[int]) -> int:
+        """Tokens of `prompt` a stored prefix covers (0 if none)."""
+        found = [len(k) for k in (*self.entries, *self.shared) if len(k) < len(prompt) and tuple(prompt[: len(k)]) == k]  # fmt: skip
+        return max(found, default=0)
+
+    def share(self, tokens: list[int], kv: KV) -> None:
+        if len(self.shared) >= self.max_shared:
+            del self.shared[next(iter(self.shared))]  # the oldest
+        self.shared[tuple(tokens)] = kv
 
     def put(self, tokens: list[int], kv: KV) -> None:
         self.entries[tuple(tokens)] = (self.calls, kv)
@@ -53,6 +73,14 @@ class PrefixCache:
         old = [k for k, (call, _) in self.entries.items() if call < self.calls - self.max_age]
         for key in old:
             del self.entries[key]
+
+
+def common_start(prompts: list[list[int]]) -> int:
+    """Length of the token prefix all `prompts` share, leaving each a token to feed."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return max(n, 0)
 
 
 def row_kv(cache: Any, index: int, start: int) -> KV:

@@ -96,3 +96,54 @@ def test_length_buckets_return_rows_in_order_and_only_for_greedy(tiny_model_dir)
     calls.clear()
     bucketed.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0.8, seed=1))
     assert len(calls) == 1 and bucketed.version == engine.version
+
+
+def test_finished_rows_leave_by_moving_only_the_rows_past_the_new_size():
+    from actorlearner.engines.kv_cache import GrowingLayer, compact_order
+
+    alive = torch.tensor([True, False, True, False, True, True, False, True])
+    order = compact_order(alive)
+    assert order.tolist() == [0, 5, 2, 7, 4]  # live rows 0, 2, 4 stay; 5 and 7 fill holes
+    layer = GrowingLayer(reserve=3)
+    keys, values = torch.randn(8, 2, 5, 4), torch.randn(8, 2, 5, 4)
+    layer.update(keys, values)
+    buffer = layer._k.data_ptr()
+    layer.batch_select_indices(order)
+    assert torch.equal(layer.keys, keys[order]) and torch.equal(layer.values, values[order])
+    assert layer._k.data_ptr() == buffer  # in place: no copy of the whole cache
+    layer.update(torch.ones(5, 2, 1, 4), torch.ones(5, 2, 1, 4))  # decoding goes on
+    assert torch.equal(layer.keys[:, :, :5], keys[order]) and layer.keys.shape == (5, 2, 6, 4)
+    layer.batch_select_indices(torch.tensor([3, 0]))  # any other order: gathered
+    assert torch.equal(layer.keys[:, :, :5], keys[order][[3, 0]])
+
+
+def test_new_episodes_prefill_their_common_start_once(tiny_model_dir, monkeypatch):
+    """Two calls of new episodes that start with the same 20 tokens (a system prompt):
+    the start is prefilled once, kept, and every row of both calls prefills only what
+    follows it; the replies are those of an engine that prefills every prompt whole."""
+    fresh = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")
+    reuse = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu", reuse_prefixes=True)
+    reused_columns = []
+    real = hf.cached_prefill
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        reused_columns.append(out[1] if out else 0)
+        return out
+
+    monkeypatch.setattr(hf, "cached_prefill", spy)
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randint(5, 200, (20,), generator=gen).tolist()
+    greedy = SamplingParams(max_new_tokens=12, temperature=0.0)
+    for tails in ((4, 9, 15), (7, 2)):
+        prompts = [start + torch.randint(5, 200, (n,), generator=gen).tolist() for n in tails]
+        for x, y in zip(
+            fresh.generate(prompts, greedy), reuse.generate(prompts, greedy), strict=True
+        ):
+            assert x.token_ids == y.token_ids
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+    assert reuse.prefixes is not None and list(reuse.prefixes.shared) == [tuple(start)]
+    assert reused_columns == [20, 20]  # widest row: its tail only; both calls
+    short = [start[:5] + [7], start[:5] + [9]]  # a common start under MIN_SHARED_START
+    reuse.generate(short, greedy)
+    assert len(reuse.prefixes.shared) == 1
