@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from actorlearner.engines import sampling as sampler
 from actorlearner.engines.base import Generation, SamplingParams
+from actorlearner.engines.decode_attention import use_decode_attention
 from actorlearner.engines.kv_cache import compact_order, growing_cache
 from actorlearner.engines.prefix_cache import (
     PrefixCache,
@@ -66,6 +67,8 @@ class HFEngine:
             from actorlearner.models import load_model
 
             model, tokenizer = load_model(model_path, dtype=dtype, device=device)
+        # CPU decoding reads values stored transposed (decode_attention.py)
+        self.values_transposed = use_decode_attention(model)
         if lora is not None:
             from peft import LoraConfig, get_peft_model
 
@@ -158,14 +161,17 @@ class HFEngine:
         """The cache the prompts go into and their first column to run: the stored states
         of earlier turns when prefixes are reused, else an empty cache with room for the
         reply (written in place: no whole-cache copy per decoded token)."""
-        config = getattr(self.model, "config", None)
         if self.prefixes is not None:
             self.prefixes.next_call()
             self._share_start(prompts)
-            reused = cached_prefill(self.prefixes, prompts, mask, config, max_new)
+            reused = cached_prefill(self.prefixes, prompts, mask, self._new_cache, max_new)
             if reused is not None:
                 return reused
-        return growing_cache(config, max_new), 0
+        return self._new_cache(max_new), 0
+
+    def _new_cache(self, reserve: int) -> Any:
+        config = getattr(self.model, "config", None)
+        return growing_cache(config, reserve, transposed_values=self.values_transposed)
 
     def _share_start(self, prompts: list[list[int]]) -> None:
         """Prefill the start that this call's new episodes share once, for all of them
@@ -174,7 +180,7 @@ class HFEngine:
         fresh = [p for p in prompts if not self.prefixes.covers(p)]
         if len(fresh) < 2 or (n := common_start(fresh)) < MIN_SHARED_START:
             return
-        cache = growing_cache(getattr(self.model, "config", None), 0)
+        cache = self._new_cache(0)
         self.model(
             input_ids=torch.tensor([fresh[0][:n]], device=self.device),
             position_ids=torch.arange(n, device=self.device)[None],

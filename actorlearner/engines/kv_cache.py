@@ -6,6 +6,8 @@ costs more than the model's own work (a 6M model, 20 rows of ~900 tokens on one 
 thread: 78 ms per step with it, 29 ms without). `GrowingLayer` keeps the keys and
 values in a buffer with room for the reply and writes each step's column in place;
 attention sees views of exactly the same values, so the logits are bit-identical.
+With `transposed_values` the values are kept as [head_dim, positions] for
+decode_attention.py (same values; its products sum in another order).
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ def compact_order(alive: torch.Tensor) -> torch.Tensor:
     return order
 
 
-def growing_cache(config: Any, reserve: int) -> DynamicCache:
+def growing_cache(config: Any, reserve: int, transposed_values: bool = False) -> DynamicCache:
     """A `DynamicCache` whose full-attention layers reserve `reserve` extra positions
     (the reply's tokens) at the first write; sliding-window and other layers are kept."""
     cache = DynamicCache(config=config)
     if DynamicLayer is None or not hasattr(cache, "layers"):
         return cache
     cache.layers = [
-        GrowingLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers
+        GrowingLayer(reserve, transposed_values) if type(layer) is DynamicLayer else layer
+        for layer in cache.layers
     ]
     return cache
 
@@ -50,9 +53,10 @@ if DynamicLayer is not None:
 
         _layer_type = None  # never registered as transformers' default layer
 
-        def __init__(self, reserve: int = 0):
+        def __init__(self, reserve: int = 0, transposed_values: bool = False):
             super().__init__()
             self.reserve = reserve
+            self.transposed_values = transposed_values
             self.length = 0
 
         def update(
@@ -62,12 +66,13 @@ if DynamicLayer is not None:
                 self.device = key_states.device
                 self.is_initialized = True
                 self._k = self._alloc(key_states, key_states.shape[-2] + self.reserve)
-                self._v = self._alloc(value_states, value_states.shape[-2] + self.reserve)
+                size = value_states.shape[-2] + self.reserve
+                self._v = self._alloc(value_states, size, self.transposed_values)
             end = self.length + key_states.shape[-2]
             if end > self._k.shape[-2]:  # past the reserve: grow geometrically
                 size = max(end, 2 * self._k.shape[-2])
                 self._k = self._grown(self._k, size)
-                self._v = self._grown(self._v, size)
+                self._v = self._grown(self._v, size, self.transposed_values)
             self._k[:, :, self.length : end] = key_states
             self._v[:, :, self.length : end] = value_states
             self.length = end
@@ -102,11 +107,13 @@ if DynamicLayer is not None:
             return keys, values
 
         @staticmethod
-        def _alloc(like: torch.Tensor, size: int) -> torch.Tensor:
-            shape = (*like.shape[:-2], size, like.shape[-1])
-            return like.new_empty(shape)
+        def _alloc(like: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
+            """[..., size, dim], laid out as [..., dim, size] when `transposed`."""
+            if transposed:
+                return like.new_empty((*like.shape[:-2], like.shape[-1], size)).transpose(-1, -2)
+            return like.new_empty((*like.shape[:-2], size, like.shape[-1]))
 
-        def _grown(self, buf: torch.Tensor, size: int) -> torch.Tensor:
-            out = self._alloc(buf, size)
+        def _grown(self, buf: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
+            out = self._alloc(buf, size, transposed)
             out[:, :, : self.length] = buf[:, :, : self.length]
             return out

@@ -15,11 +15,12 @@ engine clears the cache when it loads weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from actorlearner.engines.kv_cache import GrowingLayer, growing_cache
+from actorlearner.engines.kv_cache import GrowingLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [heads, tokens, dim]
 
@@ -95,7 +96,11 @@ def reuse_supported(cache: Any) -> bool:
 
 
 def cached_prefill(
-    store: PrefixCache, prompts: list[list[int]], mask: torch.Tensor, config: Any, reserve: int
+    store: PrefixCache,
+    prompts: list[list[int]],
+    mask: torch.Tensor,
+    new_cache: Callable[[int], Any],
+    reserve: int,
 ) -> tuple[Any, int] | None:
     """A cache pre-filled with the stored states of the prompts' prefixes, and the
     first column the model still has to run; None when no prompt has a stored prefix.
@@ -112,7 +117,7 @@ def cached_prefill(
     kept = width - fed
     if kept <= 0:
         return None
-    cache = growing_cache(config, fed + reserve)
+    cache = new_cache(fed + reserve)  # an empty cache with room for `fed + reserve` more
     if not reuse_supported(cache):
         return None
     sample = next(f[1] for f in found if f)

@@ -1,6 +1,9 @@
-"""The HF engine's in-place KV cache gives exactly what transformers' DynamicCache gives."""
+"""The HF engine's in-place KV cache and CPU decoding attention give what transformers'
+DynamicCache and SDPA give."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -11,10 +14,14 @@ from actorlearner.engines.base import SamplingParams
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_growing_cache_is_bit_identical_to_dynamic_cache(tiny_model_dir, monkeypatch, temperature):
+def test_growing_cache_gives_what_dynamic_cache_gives(tiny_model_dir, monkeypatch, temperature):
     """Prompts of different lengths (left padding), rows stopping at different steps
-    (pruning), and a reserve smaller than the reply (the buffer grows mid-decode)."""
+    (pruning), and a reserve smaller than the reply (the buffer grows mid-decode): the
+    same tokens and, to float rounding, logprobs as transformers' `DynamicCache` (values
+    in the usual layout). The decoding products sum in an order that depends on the
+    buffer's layout, so equal is not bit-equal here."""
     engine = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")
+    assert engine.values_transposed  # CPU: decode_attention over transposed values
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(5, 200, (n,), generator=gen).tolist() for n in (3, 17, 40, 9)]
     sampling = SamplingParams(max_new_tokens=24, temperature=temperature, seed=7)
@@ -26,15 +33,67 @@ def test_growing_cache_is_bit_identical_to_dynamic_cache(tiny_model_dir, monkeyp
     )
     new = engine.generate(prompts, sampling)
     small = hf.growing_cache
-    monkeypatch.setattr(hf, "growing_cache", lambda config, reserve: small(config, 2))
+    monkeypatch.setattr(hf, "growing_cache", lambda config, reserve, **kw: small(config, 2, **kw))
     grown = engine.generate(prompts, sampling)
-    monkeypatch.setattr(hf, "growing_cache", lambda config, reserve: DynamicCache(config=config))
+    monkeypatch.setattr(hf, "growing_cache", lambda config, *a, **kw: DynamicCache(config=config))
     old = engine.generate(prompts, sampling)
     for a, b, c in zip(new, grown, old, strict=True):
         assert a.token_ids == b.token_ids == c.token_ids
-        assert a.logprobs == b.logprobs == c.logprobs  # exact, not approximately
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+        assert a.logprobs == pytest.approx(c.logprobs, abs=1e-5)
         assert a.finish_reason == b.finish_reason == c.finish_reason
     assert len({len(g.token_ids) for g in old}) > 1  # rows left the batch at different steps
+
+
+def test_decode_attention_matches_sdpa_with_grouped_heads_and_padding():
+    """A random Qwen2 with 4 query heads per KV head, left-padded rows of different
+    lengths: the engine's CPU decoding (transposed values, decode_attention) gives the
+    greedy tokens of transformers' own `generate` (SDPA, its cache), and the logprobs
+    that one SDPA forward over prompt + reply gives."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from actorlearner.engines.decode_attention import NAME
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, attn_implementation="sdpa",
+    )  # fmt: skip
+    reference = Qwen2ForCausalLM(config).eval()
+    model = Qwen2ForCausalLM(copy.deepcopy(config)).eval()  # its own config to switch
+    model.load_state_dict(reference.state_dict())
+    engine = hf.HFEngine(model=model)
+    assert engine.values_transposed and model.config._attn_implementation == NAME
+    assert reference.config._attn_implementation == "sdpa"
+    gen = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(5, 290, (n,), generator=gen).tolist() for n in (30, 5, 18)]
+    ours = engine.generate(prompts, SamplingParams(max_new_tokens=16, temperature=0.0))
+    with torch.no_grad():
+        for p, g in zip(prompts, ours, strict=True):
+            ids = reference.generate(
+                torch.tensor([p]), max_new_tokens=16, do_sample=False, pad_token_id=0
+            )
+            assert g.token_ids == ids[0, len(p) :].tolist()
+            logits = reference(torch.tensor([p + g.token_ids])).logits[0, len(p) - 1 : -1]
+            logps = torch.log_softmax(logits.float(), -1)
+            expected = logps.gather(-1, torch.tensor(g.token_ids)[:, None])[:, 0].tolist()
+            assert g.logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_decode_attention_is_left_alone_where_it_does_not_apply():
+    """Eager attention (a user's choice, e.g. for softcapping models) keeps its own path
+    and the usual value layout."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager",
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config).eval()
+    engine = hf.HFEngine(model=model)
+    assert not engine.values_transposed and model.config._attn_implementation == "eager"
+    out = engine.generate([[5, 6, 7]], SamplingParams(max_new_tokens=4, temperature=0.0))
+    assert len(out[0].token_ids) == 4
 
 
 def test_reused_prefixes_give_the_replies_of_a_full_prefill(tiny_model_dir, monkeypatch):

@@ -236,6 +236,13 @@ def test_job_submit_runs_every_stage(submitted_run):
     assert (run_dir / "depth.png").stat().st_size > 0
     for model in ("sft", "ppo"):
         assert (run_dir / "models" / model / "config.json").exists()
+    # every stage's time, the evaluate stage's included (it writes the summary itself)
+    timings = summary["timings_s"]
+    assert list(timings) == ["collect", "sft", "train", "evaluate"]
+    assert timings == json.loads((run_dir / "timings.json").read_text())
+    assert all(v > 0 for v in timings.values())
+    logged = " ".join(stdout.split())  # log lines wrap at the console's width
+    assert f"evaluate {timings['evaluate']:.0f} s (" in logged  # the run's last log line
 
 
 def test_job_prints_progress_and_table(submitted_run):
