@@ -165,7 +165,8 @@ def main(
         max_new_tokens=max_new_tokens, temperature=1.0, stop_token_ids=(stop,)
     )
     episodes = batch * rounds
-    engine = HFEngine(model=hf_model, tokenizer=tok)
+    # its own copy: the engine switches its model's CPU decoding attention, the baseline keeps SDPA
+    engine = HFEngine(model, dtype="float32", device="cpu")
     prompts = first_prompts(env_kwargs, tok, batch, seed=0)
 
     paths: dict[str, Callable[[], int]] = {
