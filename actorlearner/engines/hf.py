@@ -4,8 +4,10 @@ Why not `model.generate`: rollouts need the exact logprob of every sampled token
 log_softmax(logits / temperature), and rows that have emitted a stop token should
 stop costing compute. The loop below left-pads the prompts, prefills once, then
 decodes one token per step and drops finished rows from the batch and the KV cache.
-The cache is written in place (kv_cache.py); with `reuse_prefixes` a multi-turn
-prompt prefills only what follows the states kept from its last turn (prefix_cache.py).
+The cache is written in place (kv_cache.py), on CPU with the values transposed for the
+decoding attention (decode_attention.py); with `reuse_prefixes` a multi-turn prompt
+prefills only what follows the states kept from its last turn, and new episodes share
+the prefill of their common start (prefix_cache.py).
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ the env's feedback. Without reuse, every turn prefills the whole context again (
 6M model on one CPU thread, the third round's prefill of 48 rows x ~900 tokens took a
 third of that round). With a `PrefixCache`, the engine keeps each finished row's KV
 states keyed by its tokens; a later prompt that starts with those tokens prefills only
-the rest. The reused states are the same keys and values up to float rounding (they
-were computed in another batch), so greedy replies can differ only where two tokens
-tie to within that rounding.
+the rest. New episodes of one call that start alike (a system prompt) prefill that
+start once and each reuses it (`shared`: 57 of ~240 tokens of a tiny-run prompt). The
+reused states are the same keys and values up to float rounding (they were computed in
+another batch), so greedy replies can differ only where two tokens tie to within that
+rounding.
 
 Only for an engine whose weights stay fixed between the calls (evaluation): the
 engine clears the cache when it loads weights.
