@@ -59,8 +59,9 @@ class PrefixCache:
 
     def covers(self, prompt: list[int]) -> int:
         """Tokens of `prompt` a stored prefix covers (0 if none)."""
-        found = [len(k) for k in (*self.entries, *self.shared) if len(k) < len(prompt) and tuple(prompt[: len(k)]) == k]  # fmt: skip
-        return max(found, default=0)
+        keys = (*self.entries, *self.shared)
+        covering = [len(k) for k in keys if len(k) < len(prompt) and tuple(prompt[: len(k)]) == k]
+        return max(covering, default=0)
 
     def share(self, tokens: list[int], kv: KV) -> None:
         if len(self.shared) >= self.max_shared:

@@ -157,15 +157,17 @@ def test_length_buckets_return_rows_in_order_and_only_for_greedy(tiny_model_dir)
     assert len(calls) == 1 and bucketed.version == engine.version
 
 
-def test_finished_rows_leave_by_moving_only_the_rows_past_the_new_size():
+@pytest.mark.parametrize("transposed", [False, True])
+def test_finished_rows_leave_by_moving_only_the_rows_past_the_new_size(transposed):
     from actorlearner.engines.kv_cache import GrowingLayer, compact_order
 
     alive = torch.tensor([True, False, True, False, True, True, False, True])
     order = compact_order(alive)
     assert order.tolist() == [0, 5, 2, 7, 4]  # live rows 0, 2, 4 stay; 5 and 7 fill holes
-    layer = GrowingLayer(reserve=3)
+    layer = GrowingLayer(reserve=3, transposed_values=transposed)
     keys, values = torch.randn(8, 2, 5, 4), torch.randn(8, 2, 5, 4)
     layer.update(keys, values)
+    assert (layer.values.stride(-1) != 1) == transposed  # [head_dim, positions] in memory
     buffer = layer._k.data_ptr()
     layer.batch_select_indices(order)
     assert torch.equal(layer.keys, keys[order]) and torch.equal(layer.values, values[order])
@@ -174,6 +176,7 @@ def test_finished_rows_leave_by_moving_only_the_rows_past_the_new_size():
     assert torch.equal(layer.keys[:, :, :5], keys[order]) and layer.keys.shape == (5, 2, 6, 4)
     layer.batch_select_indices(torch.tensor([3, 0]))  # any other order: gathered
     assert torch.equal(layer.keys[:, :, :5], keys[order][[3, 0]])
+    assert torch.equal(layer.values[:, :, :5], values[order][[3, 0]])
 
 
 def test_new_episodes_prefill_their_common_start_once(tiny_model_dir, monkeypatch):
