@@ -96,13 +96,12 @@ def test_decode_attention_is_left_alone_where_it_does_not_apply():
     assert len(out[0].token_ids) == 4
 
 
-def test_reused_prefixes_give_the_replies_of_a_full_prefill(tiny_model_dir, monkeypatch):
-    """Three turns of four episodes (prompt + reply + feedback, feedback of different
-    lengths, one episode replaced by a fresh one): an engine that reuses the earlier
-    turns' states generates what one that prefills every turn generates."""
-    fresh = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")
-    reuse = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu", reuse_prefixes=True)
-    reused_columns = []
+def _fresh_and_reusing(model_dir, monkeypatch):
+    """An engine that prefills every prompt whole, one that reuses stored states, and the
+    columns each of the latter's calls took from the store (0: none)."""
+    fresh = hf.HFEngine(str(model_dir), dtype="float32", device="cpu")
+    reuse = hf.HFEngine(str(model_dir), dtype="float32", device="cpu", reuse_prefixes=True)
+    reused_columns: list[int] = []
     real = hf.cached_prefill
 
     def spy(*args, **kwargs):
@@ -111,6 +110,14 @@ def test_reused_prefixes_give_the_replies_of_a_full_prefill(tiny_model_dir, monk
         return out
 
     monkeypatch.setattr(hf, "cached_prefill", spy)
+    return fresh, reuse, reused_columns
+
+
+def test_reused_prefixes_give_the_replies_of_a_full_prefill(tiny_model_dir, monkeypatch):
+    """Three turns of four episodes (prompt + reply + feedback, feedback of different
+    lengths, one episode replaced by a fresh one): an engine that reuses the earlier
+    turns' states generates what one that prefills every turn generates."""
+    fresh, reuse, reused_columns = _fresh_and_reusing(tiny_model_dir, monkeypatch)
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(5, 200, (n,), generator=gen).tolist() for n in (3, 17, 40, 9)]
     free = fresh.generate(prompts, SamplingParams(max_new_tokens=20, temperature=0.0))
@@ -183,17 +190,7 @@ def test_new_episodes_prefill_their_common_start_once(tiny_model_dir, monkeypatc
     """Two calls of new episodes that start with the same 20 tokens (a system prompt):
     the start is prefilled once, kept, and every row of both calls prefills only what
     follows it; the replies are those of an engine that prefills every prompt whole."""
-    fresh = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")
-    reuse = hf.HFEngine(str(tiny_model_dir), dtype="float32", device="cpu", reuse_prefixes=True)
-    reused_columns = []
-    real = hf.cached_prefill
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        reused_columns.append(out[1] if out else 0)
-        return out
-
-    monkeypatch.setattr(hf, "cached_prefill", spy)
+    fresh, reuse, reused_columns = _fresh_and_reusing(tiny_model_dir, monkeypatch)
     gen = torch.Generator().manual_seed(3)
     start = torch.randint(5, 200, (20,), generator=gen).tolist()
     greedy = SamplingParams(max_new_tokens=12, temperature=0.0)
