@@ -85,7 +85,7 @@ def run_pipeline(cfg: RunConfig, stages: list[str] | None = None, resume: bool =
     if not summary_path.exists():
         return {}
     summary = json.loads(summary_path.read_text())
-    summary["timings_s"] = timings  # the evaluate stage writes it before its own time is known
+    summary["timings_s"] = timings  # every stage's, the evaluate stage's (which wrote it) too
     write_json_atomic(summary_path, summary)
     return summary
 

@@ -216,18 +216,12 @@ def _eval_problems(cfg: RunConfig, bench: str) -> list:
 
 def write_summary(cfg: RunConfig, state: RunState, results: dict[str, dict[str, Any]]) -> None:
     run_dir = cfg.run_dir
-    timings = (
-        json.loads((run_dir / "timings.json").read_text())
-        if (run_dir / "timings.json").exists()
-        else {}
-    )
     summary = {
         "name": cfg.name,
         "results": results,
         "collect": state.output("collect").get("table", {}),
         "sft": {k: v for k, v in state.output("sft").items() if k != "model"},
         "train": {k: v for k, v in state.output("train").items() if k != "model"},
-        "timings_s": timings,
         "paired": compare_stages(results),
     }
     write_json_atomic(run_dir / "summary.json", summary)
